@@ -1,0 +1,258 @@
+//! `Export`: one opened chain as the server sees it. Caches what was
+//! negotiated, checks every offset and length against the size, refuses
+//! what was not advertised, and emulates what the top layer lacks (FUA by
+//! flush, zero by writing zeros, cache by reading).
+//! Must not import tokio or rhai.
+
+use super::{flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents, FuaMode, Result};
+use std::sync::Arc;
+
+/// What was negotiated for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    pub size: u64,
+    pub readonly: bool,
+    pub can_flush: bool,
+    pub can_trim: bool,
+    /// The layer zeroes natively (otherwise WRITE_ZEROES is emulated).
+    pub can_zero: bool,
+    pub can_fast_zero: bool,
+    pub can_extents: bool,
+    pub fua: FuaMode,
+    pub can_multi_conn: bool,
+    pub cache: CacheMode,
+    pub is_rotational: bool,
+    pub block_size: Option<BlockSize>,
+    pub description: Option<String>,
+    pub blocking: bool,
+}
+
+/// One connection's opened chain.
+#[derive(Clone)]
+pub struct Export {
+    top: Arc<dyn Backend>,
+    info: Arc<ExportInfo>,
+}
+
+/// Largest buffer allocated for emulating zero or cache in one step.
+const EMULATE_CHUNK: u64 = 1 << 20;
+
+fn check_range(size: u64, count: u64, offset: u64, errno: Errno, what: &str) -> Result<()> {
+    match offset.checked_add(count) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BackendError::new(
+            errno,
+            format!("{what} of {count} bytes at offset {offset} is beyond the end of the export ({size} bytes)"),
+        )),
+    }
+}
+
+impl Export {
+    /// Ask the top layer for its size and capabilities, once.
+    pub fn negotiate(top: Arc<dyn Backend>, readonly: bool) -> Result<Export> {
+        let size = top.get_size()?;
+        if size > i64::MAX as u64 {
+            return Err(BackendError::io(format!(
+                "export size {size} is larger than the maximum 2^63-1"
+            )));
+        }
+        let readonly = readonly || !top.can_write()?;
+        let can_zero_native = !readonly && top.can_zero()?;
+        let info = ExportInfo {
+            size,
+            readonly,
+            can_flush: top.can_flush()?,
+            can_trim: !readonly && top.can_trim()?,
+            can_zero: can_zero_native,
+            can_fast_zero: !readonly && top.can_fast_zero()?,
+            can_extents: top.can_extents()?,
+            fua: if readonly { FuaMode::None } else { top.can_fua()? },
+            can_multi_conn: top.can_multi_conn()?,
+            cache: top.can_cache()?,
+            is_rotational: top.is_rotational()?,
+            block_size: top.block_size()?,
+            description: top.export_description()?,
+            blocking: top.is_blocking(),
+        };
+        Ok(Export {
+            top,
+            info: Arc::new(info),
+        })
+    }
+
+    pub fn info(&self) -> &ExportInfo {
+        &self.info
+    }
+
+    pub fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    /// True when calls should go to the worker pool.
+    pub fn is_blocking(&self) -> bool {
+        self.info.blocking
+    }
+
+    pub fn top(&self) -> &Arc<dyn Backend> {
+        &self.top
+    }
+
+    fn fua_after(&self, fua: bool) -> Result<()> {
+        if fua && self.info.fua == FuaMode::Emulate {
+            self.top.flush(0)?;
+        }
+        Ok(())
+    }
+
+    fn fua_flag(&self, fua: bool) -> u32 {
+        if fua && self.info.fua == FuaMode::Native {
+            flags::FUA
+        } else {
+            0
+        }
+    }
+
+    fn writable(&self, what: &str) -> Result<()> {
+        if self.info.readonly {
+            Err(BackendError::new(
+                Errno::Perm,
+                format!("{what} on a read-only export"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// NBD_CMD_READ: exactly `count` bytes.
+    pub fn read(&self, count: u32, offset: u64) -> Result<Vec<u8>> {
+        check_range(self.info.size, count as u64, offset, Errno::Inval, "read")?;
+        let buf = self.top.pread_owned(count, offset, 0)?;
+        if buf.len() != count as usize {
+            return Err(BackendError::io(format!(
+                "pread returned {} bytes, expected {count}",
+                buf.len()
+            )));
+        }
+        Ok(buf)
+    }
+
+    /// NBD_CMD_WRITE.
+    pub fn write(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<()> {
+        self.writable("write")?;
+        check_range(self.info.size, buf.len() as u64, offset, Errno::NoSpc, "write")?;
+        self.top.pwrite_owned(buf, offset, self.fua_flag(fua))?;
+        self.fua_after(fua)
+    }
+
+    /// NBD_CMD_FLUSH.
+    pub fn flush(&self) -> Result<()> {
+        if !self.info.can_flush {
+            return Ok(());
+        }
+        self.top.flush(0)
+    }
+
+    /// NBD_CMD_TRIM.
+    pub fn trim(&self, count: u64, offset: u64, fua: bool) -> Result<()> {
+        self.writable("trim")?;
+        check_range(self.info.size, count, offset, Errno::Inval, "trim")?;
+        if !self.info.can_trim {
+            return Ok(());
+        }
+        self.top.trim(count, offset, self.fua_flag(fua))?;
+        self.fua_after(fua)
+    }
+
+    /// NBD_CMD_WRITE_ZEROES. `may_trim` is the inverse of NO_HOLE.
+    pub fn zero(&self, count: u64, offset: u64, fua: bool, may_trim: bool, fast: bool) -> Result<()> {
+        self.writable("write zeroes")?;
+        check_range(self.info.size, count, offset, Errno::NoSpc, "write zeroes")?;
+        if fast && !self.info.can_fast_zero {
+            return Err(BackendError::new(Errno::NotSup, "fast zero is not supported"));
+        }
+        let mut f = self.fua_flag(fua);
+        if may_trim {
+            f |= flags::MAY_TRIM;
+        }
+        if fast {
+            f |= flags::FAST_ZERO;
+        }
+        if self.info.can_zero {
+            match self.top.zero(count, offset, f) {
+                Ok(()) => return self.fua_after(fua),
+                Err(e) if e.errno == Errno::NotSup && !fast => {}
+                Err(e) => return Err(e),
+            }
+        } else if fast {
+            return Err(BackendError::new(Errno::NotSup, "fast zero is not supported"));
+        }
+        // Emulate with pwrite of zeros.
+        let chunk = count.min(EMULATE_CHUNK) as usize;
+        let zeros = vec![0u8; chunk];
+        let mut done = 0u64;
+        while done < count {
+            let n = (count - done).min(chunk as u64) as usize;
+            self.top.pwrite(&zeros[..n], offset + done, self.fua_flag(fua))?;
+            done += n as u64;
+        }
+        self.fua_after(fua)
+    }
+
+    /// NBD_CMD_BLOCK_STATUS for `base:allocation`. Always returns at least
+    /// one extent starting at `offset`; with `req_one` exactly one.
+    pub fn extents(&self, count: u64, offset: u64, req_one: bool) -> Result<Extents> {
+        check_range(self.info.size, count, offset, Errno::Inval, "block status")?;
+        if count == 0 {
+            return Err(BackendError::inval("block status of zero length"));
+        }
+        let mut e = if self.info.can_extents {
+            let got = self
+                .top
+                .extents(count, offset, if req_one { flags::REQ_ONE } else { 0 })?;
+            // Re-clip whatever the layer returned to the request window.
+            let mut e = Extents::new(offset, count);
+            for x in got.as_slice() {
+                e.add(x.offset, x.length, x.typ)?;
+            }
+            e
+        } else {
+            Extents::new(offset, count)
+        };
+        if e.is_empty() {
+            if self.info.can_extents {
+                return Err(BackendError::io("extents returned no extent for the request"));
+            }
+            e.add(offset, count, super::extent_type::DATA)?;
+        }
+        if req_one && e.len() > 1 {
+            let first = e.as_slice()[0];
+            let mut one = Extents::new(offset, count);
+            one.add(first.offset, first.length, first.typ)?;
+            return Ok(one);
+        }
+        Ok(e)
+    }
+
+    /// NBD_CMD_CACHE.
+    pub fn cache(&self, count: u64, offset: u64) -> Result<()> {
+        check_range(self.info.size, count, offset, Errno::Inval, "cache")?;
+        match self.info.cache {
+            CacheMode::None => Ok(()),
+            CacheMode::Native => self.top.cache(count, offset, 0),
+            CacheMode::Emulate => {
+                let mut done = 0u64;
+                while done < count {
+                    let n = (count - done).min(EMULATE_CHUNK) as u32;
+                    self.top.pread_owned(n, offset + done, 0)?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Connection end.
+    pub fn close(&self) {
+        self.top.close()
+    }
+}

@@ -1,0 +1,254 @@
+//! The backend chain: the `Plugin` and `Filter` traits, the per-connection
+//! `Backend` layer they open, capabilities, extents and `BackendError`.
+//! May use `protocol::Errno` only: no tokio, no sockets, no rhai.
+//!
+//! A [`Plugin`] is process-wide; `open` gives a per-connection [`Backend`].
+//! A [`Filter`] is process-wide too; its `open` receives the already-opened
+//! layer below it (`next`) and returns a `Backend` that wraps it. Every
+//! `Backend` method has a default: a layer that returns its `next()` passes
+//! the call through, a layer without `next` (a plugin) gets nbdkit's default.
+//! The [`Stack`] opens the whole chain, and [`Export`] is what the server
+//! talks to: negotiated capabilities, bounds checks and emulation.
+
+mod error;
+mod export;
+mod extents;
+mod stack;
+
+pub use crate::protocol::Errno;
+pub use error::{BackendError, Result};
+pub use export::{Export, ExportInfo};
+pub use extents::{Extent, Extents};
+pub use stack::Stack;
+
+use std::sync::Arc;
+
+/// Request flags as plugins see them (nbdkit's values).
+pub mod flags {
+    /// Force unit access: the write is durable when the call returns.
+    pub const FUA: u32 = 1 << 0;
+    /// `zero` may punch a hole instead of writing zeros.
+    pub const MAY_TRIM: u32 = 1 << 1;
+    /// `zero` must fail with ENOTSUP unless it is faster than writing.
+    pub const FAST_ZERO: u32 = 1 << 2;
+    /// `extents` need return only one extent.
+    pub const REQ_ONE: u32 = 1 << 3;
+}
+
+/// Extent types (`base:allocation` bits).
+pub mod extent_type {
+    pub const DATA: u32 = 0;
+    pub const HOLE: u32 = 1 << 0;
+    pub const ZERO: u32 = 1 << 1;
+}
+
+/// How a layer handles FUA (nbdkit's `can_fua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FuaMode {
+    None,
+    /// The server flushes after the write.
+    Emulate,
+    /// The flag is passed to the layer.
+    Native,
+}
+
+/// How a layer handles NBD_CMD_CACHE (nbdkit's `can_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    None,
+    /// The server reads and discards.
+    Emulate,
+    /// `cache` is called.
+    Native,
+}
+
+/// Block-size constraints advertised with NBD_INFO_BLOCK_SIZE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSize {
+    pub minimum: u32,
+    pub preferred: u32,
+    pub maximum: u32,
+}
+
+/// How calls into a layer may be scheduled by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ThreadModel {
+    /// One request at a time in the whole process.
+    SerializeAllRequests,
+    /// One request at a time per connection.
+    SerializeRequests,
+    /// Any number at once.
+    Parallel,
+}
+
+/// A process-wide plugin: the bottom of the chain.
+pub trait Plugin: Send + Sync + 'static {
+    /// The plugin's name (`memory`, `file`, a script's path, ...).
+    fn name(&self) -> String;
+    /// Open a per-connection view.
+    fn open(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Backend>>;
+    /// Export names for NBD_OPT_LIST: `(name, description)`.
+    fn list_exports(&self) -> Vec<(String, String)> {
+        vec![(String::new(), String::new())]
+    }
+    /// `key=value` lines for `--dump-plugin`.
+    fn dump(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// A process-wide filter: wraps the layer below it.
+pub trait Filter: Send + Sync + 'static {
+    fn name(&self) -> String;
+    /// Open a per-connection view over `next` (already opened).
+    fn open(&self, next: Arc<dyn Backend>, readonly: bool) -> Result<Arc<dyn Backend>>;
+    /// `key=value` lines for `--dump-plugin`.
+    fn dump(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+macro_rules! pass {
+    ($self:ident, $call:ident ( $($arg:expr),* ), $default:expr) => {
+        match $self.next() {
+            Some(n) => n.$call($($arg),*),
+            None => $default,
+        }
+    };
+}
+
+/// One connection's view of a layer (plugin or filter). Offsets and counts
+/// reaching these methods have been checked against the size by [`Export`].
+pub trait Backend: Send + Sync + 'static {
+    /// The layer below, for filters: methods not overridden call it.
+    fn next(&self) -> Option<&dyn Backend> {
+        None
+    }
+
+    /// True when calls may block or run long (files, scripts, compression):
+    /// the server runs them on a worker pool instead of inline.
+    fn is_blocking(&self) -> bool {
+        pass!(self, is_blocking(), false)
+    }
+    fn thread_model(&self) -> ThreadModel {
+        pass!(self, thread_model(), ThreadModel::Parallel)
+    }
+
+    fn get_size(&self) -> Result<u64> {
+        pass!(
+            self,
+            get_size(),
+            Err(BackendError::new(Errno::Io, "this layer has no get_size"))
+        )
+    }
+
+    fn can_write(&self) -> Result<bool> {
+        pass!(self, can_write(), Ok(false))
+    }
+    fn can_flush(&self) -> Result<bool> {
+        pass!(self, can_flush(), Ok(false))
+    }
+    fn can_trim(&self) -> Result<bool> {
+        pass!(self, can_trim(), Ok(false))
+    }
+    /// False means WRITE_ZEROES is emulated with `pwrite`.
+    fn can_zero(&self) -> Result<bool> {
+        pass!(self, can_zero(), Ok(false))
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        pass!(self, can_fast_zero(), Ok(false))
+    }
+    fn can_extents(&self) -> Result<bool> {
+        pass!(self, can_extents(), Ok(false))
+    }
+    fn can_fua(&self) -> Result<FuaMode> {
+        pass!(self, can_fua(), Ok(FuaMode::None))
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        pass!(self, can_multi_conn(), Ok(false))
+    }
+    fn can_cache(&self) -> Result<CacheMode> {
+        pass!(self, can_cache(), Ok(CacheMode::None))
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        pass!(self, is_rotational(), Ok(false))
+    }
+    fn block_size(&self) -> Result<Option<BlockSize>> {
+        pass!(self, block_size(), Ok(None))
+    }
+    fn export_description(&self) -> Result<Option<String>> {
+        pass!(self, export_description(), Ok(None))
+    }
+
+    /// Fill all of `buf` from `offset`.
+    fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
+        pass!(
+            self,
+            pread(buf, offset, flags),
+            Err(BackendError::new(Errno::Io, "this layer has no pread"))
+        )
+    }
+
+    /// Like `pread`, but returns an owned buffer of exactly `count` bytes.
+    /// Layers that produce owned buffers (scripts) override this to avoid a
+    /// copy; the server calls this one.
+    fn pread_owned(&self, count: u32, offset: u64, flags: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; count as usize];
+        self.pread(&mut buf, offset, flags)?;
+        Ok(buf)
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, flags: u32) -> Result<()> {
+        pass!(
+            self,
+            pwrite(buf, offset, flags),
+            Err(BackendError::new(Errno::Perm, "this export is read-only"))
+        )
+    }
+
+    /// Like `pwrite`, taking ownership of the buffer (scripts avoid a copy).
+    fn pwrite_owned(&self, buf: Vec<u8>, offset: u64, flags: u32) -> Result<()> {
+        self.pwrite(&buf, offset, flags)
+    }
+
+    fn flush(&self, flags: u32) -> Result<()> {
+        pass!(self, flush(flags), Ok(()))
+    }
+    fn trim(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        pass!(
+            self,
+            trim(count, offset, flags),
+            Err(BackendError::new(Errno::NotSup, "trim is not supported"))
+        )
+    }
+    /// Write zeros. ENOTSUP (without FAST_ZERO) makes the server fall back to
+    /// writing a zero buffer.
+    fn zero(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        pass!(
+            self,
+            zero(count, offset, flags),
+            Err(BackendError::new(Errno::NotSup, "zero is not supported"))
+        )
+    }
+    /// Describe `[offset, offset+count)`. Extents must be ascending and
+    /// contiguous from `offset`; they may stop early but must cover at
+    /// least one byte.
+    fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {
+        pass!(self, extents(count, offset, flags), {
+            let _ = flags;
+            let mut e = Extents::new(offset, count);
+            e.add(offset, count, extent_type::DATA)?;
+            Ok(e)
+        })
+    }
+    fn cache(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        pass!(self, cache(count, offset, flags), Ok(()))
+    }
+
+    /// Called once when the connection ends; filters must pass it on.
+    fn close(&self) {
+        if let Some(n) = self.next() {
+            n.close()
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `Stack`: a plugin and its filters, opened as one chain per connection.
+//! Must not import tokio or rhai.
+
+use super::{Backend, Export, Filter, Plugin, Result};
+use std::sync::Arc;
+
+/// The plugin plus the filters stacked over it. `filters[0]` is the first
+/// `--filter` named, nearest the client, as in nbdkit.
+#[derive(Clone)]
+pub struct Stack {
+    pub plugin: Arc<dyn Plugin>,
+    pub filters: Vec<Arc<dyn Filter>>,
+}
+
+impl Stack {
+    pub fn new(plugin: Arc<dyn Plugin>) -> Self {
+        Stack {
+            plugin,
+            filters: Vec::new(),
+        }
+    }
+
+    pub fn with_filters(plugin: Arc<dyn Plugin>, filters: Vec<Arc<dyn Filter>>) -> Self {
+        Stack { plugin, filters }
+    }
+
+    /// Open the chain bottom-up: the plugin, then each filter from the
+    /// innermost to the outermost. Returns the outermost layer.
+    pub fn open_chain(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Backend>> {
+        let mut layer = self.plugin.open(readonly, export_name)?;
+        for f in self.filters.iter().rev() {
+            match f.open(layer.clone(), readonly) {
+                Ok(l) => layer = l,
+                Err(e) => {
+                    layer.close();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(layer)
+    }
+
+    /// Open the chain and negotiate: the server's view of one connection.
+    pub fn open(&self, readonly: bool, export_name: &str) -> Result<Export> {
+        let top = self.open_chain(readonly, export_name)?;
+        match Export::negotiate(top.clone(), readonly) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                top.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Export names for NBD_OPT_LIST.
+    pub fn list_exports(&self) -> Vec<(String, String)> {
+        self.plugin.list_exports()
+    }
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: every module here starts the real
+//! `nbdscript` and checks it with real NBD clients.
+
+mod common;

@@ -1,6 +1,8 @@
 //! Native filters, named as in nbdkit, and their registry.
 //! May use `backend`, `alloc`, `params`.
 
+pub mod xz;
+
 use crate::backend::Filter;
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ impl FilterDef {
 
 /// Every built-in native filter.
 pub fn builtin() -> &'static [FilterDef] {
-    static DEFS: &[FilterDef] = &[];
+    static DEFS: &[FilterDef] = &[xz::DEF];
     DEFS
 }
 

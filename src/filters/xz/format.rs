@@ -85,7 +85,7 @@ pub fn read_index(
     while pos > 0 {
         // Stream padding: zero bytes in multiples of four.
         let mut word = [0u8; 4];
-        if pos % 4 != 0 {
+        if !pos.is_multiple_of(4) {
             return Err("the file size is not a multiple of four: not an .xz file".into());
         }
         loop {
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        let junk = vec![7u8; 64];
+        let junk = [7u8; 64];
         let mut r = |buf: &mut [u8], off: u64| {
             buf.copy_from_slice(&junk[off as usize..off as usize + buf.len()]);
             Ok(())

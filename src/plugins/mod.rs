@@ -2,6 +2,7 @@
 //! looks names up in. May use `backend`, `alloc`, `datastr`, `params`.
 
 pub mod file;
+pub mod http;
 pub mod memory;
 pub mod null;
 
@@ -32,7 +33,7 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF];
+    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF, http::DEF];
     DEFS
 }
 

@@ -5,6 +5,7 @@ pub mod file;
 pub mod http;
 pub mod memory;
 pub mod null;
+pub mod tmpdisk;
 
 use crate::backend::Plugin;
 use crate::params::{ConfigError, Params};
@@ -33,7 +34,7 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF, http::DEF];
+    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF, http::DEF, tmpdisk::DEF];
     DEFS
 }
 

@@ -1,0 +1,270 @@
+//! Remote and packed sources through the real binary and real clients:
+//! the xz filter, the http (curl) plugin against an in-test HTTP server on
+//! 127.0.0.1, and tmpdisk; each compared byte for byte with nbdkit's.
+
+use crate::common::*;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+#[path = "../src/plugins/http/testserver.rs"]
+mod httpd;
+
+/// Deterministic, partly compressible bytes.
+fn sample(len: usize) -> Vec<u8> {
+    let mut x: u32 = 99;
+    (0..len)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            if (i / 8192) % 2 == 0 {
+                (i % 253) as u8
+            } else {
+                (x >> 16) as u8
+            }
+        })
+        .collect()
+}
+
+fn xz(data: &[u8], args: &[&str]) -> Vec<u8> {
+    let mut c = Command::new("xz")
+        .args(["-c", "-T1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run xz");
+    let mut stdin = c.stdin.take().expect("stdin");
+    let d = data.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&d));
+    let out = c.wait_with_output().expect("xz");
+    w.join().expect("writer").expect("write to xz");
+    assert!(out.status.success(), "xz failed");
+    out.stdout
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write file");
+    p.display().to_string()
+}
+
+fn serve(files: &[(&str, Vec<u8>)]) -> httpd::HttpServer {
+    httpd::HttpServer::start(httpd::Config {
+        files: files
+            .iter()
+            .map(|(n, d)| (n.to_string(), Arc::new(d.clone())))
+            .collect::<HashMap<_, _>>(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn xz_same_bytes_as_nbdkit() {
+    let d = tempfile::tempdir().unwrap();
+    let data = sample(3 << 20);
+    let f = write(
+        d.path(),
+        "disk.img.xz",
+        &xz(&data, &["--block-size=256KiB"]),
+    );
+    let ours = nbdscript_bytes(&["file", &f, "--filter=xz"]).expect("nbdscript xz");
+    let theirs = nbdkit_bytes(&["--filter=xz", "file", &f]).expect("nbdkit xz");
+    assert_eq!(ours.len(), data.len());
+    assert!(
+        ours == data,
+        "nbdscript's xz bytes differ from the original"
+    );
+    assert!(ours == theirs, "nbdscript's xz bytes differ from nbdkit's");
+
+    // Random reads with a small LRU, and what nbdinfo sees.
+    let s = Server::start(&["file", &f, "--filter=xz", "xz-max-depth=2"]);
+    let out = run_ok("nbdinfo", &["--json", &s.uri]);
+    assert!(out.contains("\"export-size\": 3145728"), "{out}");
+    assert!(out.contains("\"is_read_only\": true"), "{out}");
+    s.nbdsh(&format!(
+        r#"
+import random
+data = open({path:?}, "rb").read()
+import lzma
+data = lzma.decompress(data)
+r = random.Random(7)
+for i in range(200):
+    n = r.choice([1, 512, 4096, 65536, 300000])
+    off = r.randrange(0, len(data) - n)
+    assert h.pread(n, off) == data[off:off+n], (off, n)
+try:
+    h.pwrite(b"x", 0)
+    assert False, "write must fail"
+except nbd.Error as e:
+    pass
+"#,
+        path = f
+    ));
+}
+
+#[test]
+fn xz_one_big_block_is_refused_with_advice() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "big.xz", &xz(&sample(1 << 20), &[]));
+    let s = Server::start(&["file", &f, "--filter=xz", "xz-max-block=256K"]);
+    let out = run("nbdinfo", &[&s.uri]);
+    assert!(!out.status.success(), "the connection must be refused");
+    let (_, err) = s.stop();
+    assert!(err.contains("xz --block-size=16MiB"), "server log: {err}");
+}
+
+#[test]
+fn http_same_bytes_as_nbdkit_curl() {
+    let data = sample(2 << 20);
+    let srv = serve(&[("/disk.img", data.clone())]);
+    let url = srv.url("/disk.img");
+    let ours = nbdscript_bytes(&["http", &url]).expect("nbdscript http");
+    let alias = nbdscript_bytes(&["curl", &format!("url={url}")]).expect("nbdscript curl");
+    let theirs = nbdkit_bytes(&["-r", "curl", &url]).expect("nbdkit curl");
+    assert!(ours == data, "http bytes differ from the file");
+    assert!(alias == data, "curl alias bytes differ");
+    assert!(theirs == data, "nbdkit curl bytes differ");
+
+    let s = Server::start(&["http", &url, "connections=4"]);
+    let out = run_ok("nbdinfo", &["--json", &s.uri]);
+    assert!(out.contains("\"export-size\": 2097152"), "{out}");
+    assert!(out.contains("\"is_read_only\": true"), "{out}");
+    assert!(out.contains("\"can_multi_conn\": true"), "{out}");
+    // Random reads checked against the data.
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "disk.img", &data);
+    s.nbdsh(&format!(
+        r#"
+import random
+data = open({f:?}, "rb").read()
+r = random.Random(3)
+for i in range(100):
+    n = r.choice([1, 4096, 65536, 1 << 20])
+    off = r.randrange(0, len(data) - n)
+    assert h.pread(n, off) == data[off:off+n], (off, n)
+"#
+    ));
+    run_ok(
+        "qemu-io",
+        &[
+            "-r",
+            "--image-opts",
+            &s.qemu_opts(),
+            "-c",
+            "read -P 0 0 0",
+            "-c",
+            "readv 0 4096 4096",
+        ],
+    );
+}
+
+#[test]
+fn http_refuses_a_server_that_ignores_ranges() {
+    let srv = httpd::HttpServer::start(httpd::Config {
+        files: HashMap::from([("/disk.img".to_string(), Arc::new(sample(4096)))]),
+        ignore_ranges: true,
+        ..Default::default()
+    });
+    let e = Server::try_start(&["http", &srv.url("/disk.img")])
+        .err()
+        .expect("must refuse");
+    assert!(e.contains("ignores byte-range"), "{e}");
+    let e = Server::try_start(&["http", &srv.url("/missing")])
+        .err()
+        .expect("404");
+    assert!(e.contains("404"), "{e}");
+}
+
+#[test]
+fn http_then_xz_like_nbdkit() {
+    let data = sample(2 << 20);
+    let srv = serve(&[("/disk.img.xz", xz(&data, &["--block-size=128KiB"]))]);
+    let url = srv.url("/disk.img.xz");
+    let ours = nbdscript_bytes(&["http", &url, "--filter=xz"]).expect("nbdscript");
+    let theirs = nbdkit_bytes(&["-r", "--filter=xz", "curl", &url]).expect("nbdkit");
+    assert!(ours == data, "http+xz bytes differ from the original");
+    assert!(ours == theirs, "http+xz bytes differ from nbdkit's");
+}
+
+/// Run `PROG ARGS --run CMD` with TMPDIR set; returns stdout.
+fn tmpdisk_run(prog: &str, tmp: &Path, args: &[&str], cmd: &str) -> String {
+    let mut c = if prog == "nbdkit" {
+        let mut c = Command::new("nbdkit");
+        c.arg("-U").arg("-");
+        c
+    } else {
+        nbdscript()
+    };
+    let out = c
+        .args(args)
+        .arg("--run")
+        .arg(cmd)
+        .env("PATH", sys_path())
+        .env("TMPDIR", tmp)
+        .output()
+        .expect("run server");
+    assert!(
+        out.status.success(),
+        "{prog} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const TMPDISK_CHECK: &str = r#"export uri; nbdsh -u "$uri" -c '
+import os
+h2 = nbd.NBD()
+h2.connect_uri(os.environ["uri"])
+print(h.get_size(), h.pread(2, 1080).hex(), h.can_multi_conn())
+h.pwrite(b"A" * 512, 8 << 20)
+assert h.pread(512, 8 << 20) == b"A" * 512
+assert h2.pread(512, 8 << 20) != b"A" * 512, "two clients share a disk"
+assert h2.pread(2, 1080).hex() == "53ef"
+print("files", len([f for f in os.listdir(os.environ["TMPDIR"]) if f.startswith("tmpdisk")]))
+'"#;
+
+#[test]
+fn tmpdisk_like_nbdkit() {
+    let ours_dir = tempfile::tempdir().unwrap();
+    let theirs_dir = tempfile::tempdir().unwrap();
+    let ours = tmpdisk_run(
+        "nbdscript",
+        ours_dir.path(),
+        &["tmpdisk", "32M"],
+        TMPDISK_CHECK,
+    );
+    let theirs = tmpdisk_run(
+        "nbdkit",
+        theirs_dir.path(),
+        &["tmpdisk", "32M"],
+        TMPDISK_CHECK,
+    );
+    assert!(ours.starts_with("33554432 53ef False"), "{ours}");
+    assert_eq!(ours, theirs);
+    // Gone after disconnect.
+    assert_eq!(std::fs::read_dir(ours_dir.path()).unwrap().count(), 0);
+
+    // command= with extra variables; label= reaches mkfs.
+    let out = tmpdisk_run(
+        "nbdscript",
+        ours_dir.path(),
+        &[
+            "tmpdisk",
+            "size=1M",
+            "word=hello",
+            "command=printf %s \"$word\" > \"$disk\"; truncate -s \"$size\" \"$disk\"",
+        ],
+        r#"nbdsh -u "$uri" -c 'print(h.get_size(), bytes(h.pread(5, 0)))'"#,
+    );
+    assert_eq!(out.trim(), "1048576 b'hello'");
+    let out = tmpdisk_run(
+        "nbdscript",
+        ours_dir.path(),
+        &["tmpdisk", "16M", "label=SCRATCH"],
+        r#"nbdsh -u "$uri" -c 'print(bytes(h.pread(16, 1024 + 120)))'"#,
+    );
+    assert!(out.contains("SCRATCH"), "{out}");
+    assert_eq!(std::fs::read_dir(ours_dir.path()).unwrap().count(), 0);
+}

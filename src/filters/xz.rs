@@ -13,7 +13,7 @@ use crate::params::{ConfigError, Params};
 use format::Block;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub const DEF: FilterDef = FilterDef {
     name: "xz",
@@ -123,14 +123,17 @@ impl Filter for XzFilter {
     }
 }
 
+/// A cached block: filled once by whichever request decodes it first.
+type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>>>>;
+
 /// One connection: the index and its LRU of decompressed blocks.
 struct XzHandle {
     next: Arc<dyn Backend>,
     blocks: Vec<Block>,
     size: u64,
     depth: usize,
-    /// Most recently used first: `(block index, data)`.
-    cache: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// Most recently used first: `(block index, slot)`.
+    cache: Mutex<VecDeque<(usize, Slot)>>,
 }
 
 impl XzHandle {
@@ -144,30 +147,37 @@ impl XzHandle {
 
     /// Block `i`, decompressed: from the LRU or read and decoded now.
     fn block(&self, i: usize) -> Result<Arc<Vec<u8>>> {
-        {
+        // Find or insert the slot under the lock; decode outside it. Other
+        // requests for the same block wait on the slot instead of decoding
+        // it again.
+        let slot = {
             let mut c = self.cache.lock();
-            if let Some(pos) = c.iter().position(|(j, _)| *j == i) {
-                let hit = c.remove(pos).map(|(_, d)| d);
-                if let Some(d) = hit {
-                    c.push_front((i, d.clone()));
-                    return Ok(d);
-                }
-            }
+            let slot = match c.iter().position(|(j, _)| *j == i) {
+                Some(pos) => c.remove(pos).map(|(_, s)| s).unwrap_or_default(),
+                None => Slot::default(),
+            };
+            c.push_front((i, slot.clone()));
+            c.truncate(self.depth);
+            slot
+        };
+        let r = slot.get_or_init(|| self.decode(i)).clone();
+        if r.is_err() {
+            // Forget a failure so a later request tries again.
+            let mut c = self.cache.lock();
+            c.retain(|(_, s)| !Arc::ptr_eq(s, &slot));
         }
+        r
+    }
+
+    fn decode(&self, i: usize) -> Result<Arc<Vec<u8>>> {
         let b = &self.blocks[i];
         let len = usize::try_from(b.total())
             .map_err(|_| BackendError::io("xz: block too large for this machine"))?;
         let mut raw = vec![0u8; len];
         self.next.pread(&mut raw, b.coffset, 0)?;
-        let data = Arc::new(
-            format::decode_block(b, &raw).map_err(|e| BackendError::io(format!("xz: {e}")))?,
-        );
-        let mut c = self.cache.lock();
-        if !c.iter().any(|(j, _)| *j == i) {
-            c.push_front((i, data.clone()));
-            c.truncate(self.depth);
-        }
-        Ok(data)
+        let data =
+            format::decode_block(b, &raw).map_err(|e| BackendError::io(format!("xz: {e}")))?;
+        Ok(Arc::new(data))
     }
 }
 

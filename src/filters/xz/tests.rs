@@ -169,3 +169,24 @@ fn params() {
     assert!(e.0.contains("xz-max-depth=0"), "{e}");
     assert!(make(&p(&[("xz-max-block", "lots")])).is_err());
 }
+
+#[test]
+fn parallel_reads_of_one_block_decode_it_once() {
+    let data = sample(1 << 20);
+    let (next, h) = open(xz(&data, &["--block-size=256KiB"]), 1 << 20, 8);
+    let h = h.expect("open");
+    let before = next.read.load(Ordering::Relaxed);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (h, data) = (h.clone(), &data);
+            s.spawn(move || {
+                let off = 512 * 1024 + t * 4096;
+                let mut b = vec![0u8; 4096];
+                h.pread(&mut b, off, 0).unwrap();
+                assert_eq!(&b[..], &data[off as usize..off as usize + 4096]);
+            });
+        }
+    });
+    let read = next.read.load(Ordering::Relaxed) - before;
+    assert!(read < 300 * 1024, "one block read once, not {read} bytes");
+}

@@ -1,6 +1,12 @@
 //! Native filters, named as in nbdkit, and their registry.
 //! May use `backend`, `alloc`, `params`.
 
+pub mod common;
+pub mod offset;
+pub mod partition;
+pub mod tar;
+pub mod truncate;
+
 use crate::backend::Filter;
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
@@ -23,7 +29,12 @@ impl FilterDef {
 
 /// Every built-in native filter.
 pub fn builtin() -> &'static [FilterDef] {
-    static DEFS: &[FilterDef] = &[];
+    static DEFS: &[FilterDef] = &[
+        offset::DEF,
+        partition::DEF,
+        truncate::DEF,
+        tar::DEF,
+    ];
     DEFS
 }
 

@@ -55,7 +55,8 @@ pub fn power_of_2(p: &Params, key: &str, layer: &str) -> Result<Option<u64>, Con
     match p.get(key) {
         None => Ok(None),
         Some(v) => {
-            let n = parse_size(v).map_err(|e| ConfigError::new(format!("{layer}: {key}={v}: {e}")))?;
+            let n =
+                parse_size(v).map_err(|e| ConfigError::new(format!("{layer}: {key}={v}: {e}")))?;
             if n == 0 || !n.is_power_of_two() {
                 return Err(ConfigError::new(format!(
                     "{layer}: {key}={v}: the {key} parameter must be a power of 2 (e.g. 512, 4k)"
@@ -84,9 +85,15 @@ mod tests {
 
     #[test]
     fn durations_and_rates() {
-        assert_eq!(parse_duration("d", "10ms").unwrap(), Duration::from_millis(10));
+        assert_eq!(
+            parse_duration("d", "10ms").unwrap(),
+            Duration::from_millis(10)
+        );
         assert_eq!(parse_duration("d", "2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("d", "1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("d", "1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert!(parse_duration("d", "-1").is_err());
         assert!(parse_duration("d", "abc").is_err());
         assert_eq!(parse_rate("r", "50%").unwrap(), 0.5);

@@ -24,9 +24,18 @@ use std::sync::Arc;
 pub const DEF: FilterDef = FilterDef {
     name: "cow",
     params: &[
-        ("cow-block-size", "overlay block size, a power of 2 >= 4k (default 64k)"),
-        ("cow-on-read", "true: copy read blocks into the overlay; /PATH: only while PATH exists"),
-        ("cow-on-cache", "true: copy cached (prefetched) blocks into the overlay"),
+        (
+            "cow-block-size",
+            "overlay block size, a power of 2 >= 4k (default 64k)",
+        ),
+        (
+            "cow-on-read",
+            "true: copy read blocks into the overlay; /PATH: only while PATH exists",
+        ),
+        (
+            "cow-on-cache",
+            "true: copy cached (prefetched) blocks into the overlay",
+        ),
     ],
     description: "writable RAM overlay; the layer below is never written",
     make,
@@ -66,6 +75,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
         overlay: Arc::new(Overlay {
             alloc: Arc::new(Sparse::new()),
             present: RwLock::new(HashMap::new()),
+            zeroed: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
             bs,
         }),
@@ -77,8 +87,10 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
 /// The process-wide overlay: blocks in `present` are served from `alloc`.
 struct Overlay {
     alloc: Arc<dyn Allocator>,
-    /// Bitmap of present blocks: word index -> 64 bits.
+    /// Bitmaps (word index -> 64 bits) of blocks present in the overlay,
+    /// and of those known to be all zeros (whole-block zero or trim).
     present: RwLock<HashMap<u64, u64>>,
+    zeroed: RwLock<HashMap<u64, u64>>,
     /// Serialises read-modify-write of partial blocks.
     write_lock: Mutex<()>,
     bs: u64,
@@ -93,6 +105,21 @@ impl Overlay {
     }
     fn mark(&self, blk: u64) {
         *self.present.write().entry(blk / 64).or_insert(0) |= 1 << (blk % 64);
+    }
+    fn is_zeroed(&self, blk: u64) -> bool {
+        self.zeroed
+            .read()
+            .get(&(blk / 64))
+            .is_some_and(|w| w & (1 << (blk % 64)) != 0)
+    }
+    fn set_zeroed(&self, blk: u64, z: bool) {
+        let mut m = self.zeroed.write();
+        let w = m.entry(blk / 64).or_insert(0);
+        if z {
+            *w |= 1 << (blk % 64);
+        } else {
+            *w &= !(1 << (blk % 64));
+        }
     }
 }
 
@@ -196,6 +223,7 @@ impl CowHandle {
                 let below = self.read_block_below(blk)?;
                 self.ov.alloc.write(&below, blk * bs).map_err(alloc_error)?;
             }
+            self.ov.set_zeroed(blk, data.is_none() && whole);
             match data {
                 Some(d) => {
                     let s = (off - offset) as usize;
@@ -297,10 +325,27 @@ impl Backend for CowHandle {
             let present = self.ov.is_present(off / bs);
             // A run of blocks with the same presence.
             let mut run_end = ((off / bs) + 1) * bs;
-            while run_end < end && self.ov.is_present(run_end / bs) == present {
+            while run_end < end
+                && self.ov.is_present(run_end / bs) == present
+                && !(present && self.ov.is_zeroed(run_end / bs))
+            {
                 run_end += bs;
             }
             let run_end = run_end.min(end);
+            if present && self.ov.is_zeroed(off / bs) {
+                let mut z_end = ((off / bs) + 1) * bs;
+                while z_end < end && self.ov.is_present(z_end / bs) && self.ov.is_zeroed(z_end / bs)
+                {
+                    z_end += bs;
+                }
+                let z_end = z_end.min(end);
+                e.add(off, z_end - off, extent_type::HOLE | extent_type::ZERO)?;
+                if flags & flags::REQ_ONE != 0 {
+                    break;
+                }
+                off = z_end;
+                continue;
+            }
             if present {
                 for x in self
                     .ov
@@ -311,7 +356,9 @@ impl Backend for CowHandle {
                     e.add(x.offset, x.length, x.typ)?;
                 }
             } else {
-                let got = self.next.extents(run_end - off, off, flags & !flags::REQ_ONE)?;
+                let got = self
+                    .next
+                    .extents(run_end - off, off, flags & !flags::REQ_ONE)?;
                 if got.is_empty() {
                     return Err(BackendError::io("cow: the layer below returned no extents"));
                 }
@@ -387,9 +434,9 @@ mod tests {
         assert_eq!(s[0].offset, 0);
         let last = s.last().unwrap();
         assert_eq!(last.offset + last.length, 200_000);
-        assert!(s
-            .iter()
-            .any(|x| x.typ & extent_type::ZERO != 0 && x.offset <= 53_248 && x.offset + x.length >= 57_344));
+        assert!(s.iter().any(|x| x.typ & extent_type::ZERO != 0
+            && x.offset <= 53_248
+            && x.offset + x.length >= 57_344));
         assert!(make(&params(&[("cow-block-size", "1k")])).is_err());
     }
 

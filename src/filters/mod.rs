@@ -1,9 +1,16 @@
 //! Native filters, named as in nbdkit, and their registry.
 //! May use `backend`, `alloc`, `params`.
 
+pub mod blocksize;
 pub mod common;
+pub mod cow;
+pub mod delay;
+pub mod error;
+pub mod fua;
+pub mod log;
 pub mod offset;
 pub mod partition;
+pub mod readonly;
 pub mod tar;
 pub mod truncate;
 
@@ -34,6 +41,13 @@ pub fn builtin() -> &'static [FilterDef] {
         partition::DEF,
         truncate::DEF,
         tar::DEF,
+        cow::DEF,
+        error::DEF,
+        delay::DEF,
+        log::DEF,
+        readonly::DEF,
+        blocksize::DEF,
+        fua::DEF,
     ];
     DEFS
 }

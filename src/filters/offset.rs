@@ -15,7 +15,10 @@ use std::sync::Arc;
 pub const DEF: FilterDef = FilterDef {
     name: "offset",
     params: &[
-        ("offset", "start of the window in the layer below (default 0)"),
+        (
+            "offset",
+            "start of the window in the layer below (default 0)",
+        ),
         ("range", "length of the window (default: to the end)"),
     ],
     description: "serve a byte range of the layer below",
@@ -149,7 +152,11 @@ pub(crate) mod tests {
     }
 
     pub fn params(kv: &[(&str, &str)]) -> Params {
-        Params::new(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Params::new(
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -159,7 +166,15 @@ pub(crate) mod tests {
         assert_eq!(h.get_size().unwrap(), 2000);
         let mut b = [0u8; 4];
         h.pread(&mut b, 10, 0).unwrap();
-        assert_eq!(b, [(1010 % 251) as u8, (1011 % 251) as u8, (1012 % 251) as u8, (1013 % 251) as u8]);
+        assert_eq!(
+            b,
+            [
+                (1010 % 251) as u8,
+                (1011 % 251) as u8,
+                (1012 % 251) as u8,
+                (1013 % 251) as u8
+            ]
+        );
         h.pwrite(&[9, 9], 0, 0).unwrap();
         h.zero(100, 500, 0).unwrap();
         let e = h.extents(2000, 0, 0).unwrap();

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 pub const DEF: FilterDef = FilterDef {
     name: "partition",
-    params: &[("partition", "the partition number to serve, counting from 1 (required)")],
+    params: &[(
+        "partition",
+        "the partition number to serve, counting from 1 (required)",
+    )],
     description: "serve one partition of an MBR or GPT disk",
     make,
 };
@@ -46,9 +49,10 @@ impl Filter for PartitionFilter {
     fn open(&self, next: Arc<dyn Backend>, _readonly: bool) -> Result<Arc<dyn Backend>> {
         let size = next.get_size()?;
         let (offset, range) = find_partition(&*next, size, self.partnum)?;
-        Ok(Arc::new(OffsetHandle::new(next, offset, range, size).map_err(
-            |_| BackendError::io("partition is outside the disk"),
-        )?))
+        Ok(Arc::new(
+            OffsetHandle::new(next, offset, range, size)
+                .map_err(|_| BackendError::io("partition is outside the disk"))?,
+        ))
     }
 }
 
@@ -65,7 +69,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
 /// `(offset, range)` in bytes of partition `partnum` on `next`.
 pub fn find_partition(next: &dyn Backend, size: u64, partnum: u32) -> Result<(u64, u64)> {
     if size < 2 * SECTOR {
-        return Err(BackendError::io("disk is too small to be a partitioned disk"));
+        return Err(BackendError::io(
+            "disk is too small to be a partitioned disk",
+        ));
     }
     let mut lba01 = [0u8; 2 * SECTOR as usize];
     next.pread(&mut lba01, 0, 0)?;
@@ -96,7 +102,9 @@ fn find_mbr(next: &dyn Backend, size: u64, mbr: &[u8], partnum: u32) -> Result<(
         if n > 0 && t != 0 && !is_extended(t) {
             return Ok((start as u64 * SECTOR, n as u64 * SECTOR));
         }
-        return Err(BackendError::io(format!("MBR partition {partnum} not found")));
+        return Err(BackendError::io(format!(
+            "MBR partition {partnum} not found"
+        )));
     }
     let ext = (0..4)
         .map(|i| mbr_entry(mbr, i))
@@ -112,7 +120,7 @@ fn find_mbr(next: &dyn Backend, size: u64, mbr: &[u8], partnum: u32) -> Result<(
     let mut sector = [0u8; SECTOR as usize];
     let mut i = 5u32;
     loop {
-        if ebr % SECTOR != 0 || ebr < SECTOR || ebr >= size - SECTOR {
+        if !ebr.is_multiple_of(SECTOR) || ebr < SECTOR || ebr >= size - SECTOR {
             return Err(BackendError::io(
                 "invalid EBR chain: next EBR boot sector is located outside disk boundary",
             ));
@@ -142,7 +150,9 @@ fn find_mbr(next: &dyn Backend, size: u64, mbr: &[u8], partnum: u32) -> Result<(
         ebr = next_ebr;
         i += 1;
     }
-    Err(BackendError::io(format!("MBR partition {partnum} not found")))
+    Err(BackendError::io(format!(
+        "MBR partition {partnum} not found"
+    )))
 }
 
 fn find_gpt(next: &dyn Backend, size: u64, header: &[u8], partnum: u32) -> Result<(u64, u64)> {
@@ -163,11 +173,18 @@ fn find_gpt(next: &dyn Backend, size: u64, header: &[u8], partnum: u32) -> Resul
     let at = 2 * SECTOR + (partnum as u64 - 1) * entry_size;
     next.pread(&mut entry, at, 0)?;
     if entry[..16].iter().all(|&b| b == 0) {
-        return Err(BackendError::io(format!("GPT partition {partnum} not found")));
+        return Err(BackendError::io(format!(
+            "GPT partition {partnum} not found"
+        )));
     }
     let first = le64(&entry, 32);
     let last = le64(&entry, 40);
-    if last < first || last.checked_add(1).and_then(|l| l.checked_mul(SECTOR)).is_none() {
+    if last < first
+        || last
+            .checked_add(1)
+            .and_then(|l| l.checked_mul(SECTOR))
+            .is_none()
+    {
         return Err(BackendError::io("partition is outside the disk"));
     }
     Ok((first * SECTOR, (1 + last - first) * SECTOR))
@@ -243,7 +260,9 @@ pub(crate) mod tests {
     }
 
     fn open(bytes: &[u8], n: &str) -> Result<Arc<dyn Backend>> {
-        make(&params(&[("partition", n)])).unwrap().open(backend(bytes), false)
+        make(&params(&[("partition", n)]))
+            .unwrap()
+            .open(backend(bytes), false)
     }
 
     #[test]

@@ -18,8 +18,14 @@ use std::sync::Arc;
 pub const DEF: FilterDef = FilterDef {
     name: "tar",
     params: &[
-        ("tar-entry", "path of the file inside the tar to serve (required)"),
-        ("tar-limit", "scan at most this many bytes for the entry (default 0: no limit)"),
+        (
+            "tar-entry",
+            "path of the file inside the tar to serve (required)",
+        ),
+        (
+            "tar-limit",
+            "scan at most this many bytes for the entry (default 0: no limit)",
+        ),
     ],
     description: "serve one file inside a tar archive",
     make,
@@ -50,7 +56,9 @@ impl Filter for TarFilter {
     fn open(&self, next: Arc<dyn Backend>, _readonly: bool) -> Result<Arc<dyn Backend>> {
         let size = next.get_size()?;
         let (offset, len) = find_entry(&*next, size, &self.entry, self.limit)?;
-        Ok(Arc::new(OffsetHandle::new(next, offset, len, size)?.blocking()))
+        Ok(Arc::new(
+            OffsetHandle::new(next, offset, len, size)?.blocking(),
+        ))
     }
 }
 
@@ -81,7 +89,9 @@ fn number(b: &[u8]) -> Option<u64> {
         }
     }
     let t = cstr(b);
-    let s = std::str::from_utf8(t).ok()?.trim_matches(|c| c == ' ' || c == '\0');
+    let s = std::str::from_utf8(t)
+        .ok()?
+        .trim_matches(|c| c == ' ' || c == '\0');
     if s.is_empty() {
         return Some(0);
     }
@@ -95,7 +105,13 @@ fn checksum_ok(h: &[u8]) -> bool {
     let sum: u64 = h
         .iter()
         .enumerate()
-        .map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 })
+        .map(|(i, &c)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                c as u64
+            }
+        })
         .sum();
     sum == want
 }
@@ -189,7 +205,7 @@ pub fn find_entry(next: &dyn Backend, size: u64, entry: &str, limit: u64) -> Res
                     pax_path = p.or(pax_path);
                     pax_size = s.or(pax_size);
                 }
-                pos = data + (hsize + BLOCK - 1) / BLOCK * BLOCK;
+                pos = data + hsize.div_ceil(BLOCK) * BLOCK;
                 continue;
             }
             _ => {}

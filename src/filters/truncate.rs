@@ -14,9 +14,18 @@ use std::sync::Arc;
 pub const DEF: FilterDef = FilterDef {
     name: "truncate",
     params: &[
-        ("truncate", "the new size (smaller or larger than the layer below)"),
-        ("round-up", "round the size up to a multiple of N (a power of 2)"),
-        ("round-down", "round the size down to a multiple of N (a power of 2)"),
+        (
+            "truncate",
+            "the new size (smaller or larger than the layer below)",
+        ),
+        (
+            "round-up",
+            "round the size up to a multiple of N (a power of 2)",
+        ),
+        (
+            "round-down",
+            "round the size down to a multiple of N (a power of 2)",
+        ),
     ],
     description: "truncate, extend or round the size of the layer below",
     make,

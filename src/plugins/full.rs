@@ -46,7 +46,10 @@ struct FullHandle {
 }
 
 fn nospc(what: &str) -> BackendError {
-    BackendError::new(Errno::NoSpc, format!("{what}: the full plugin has no space"))
+    BackendError::new(
+        Errno::NoSpc,
+        format!("{what}: the full plugin has no space"),
+    )
 }
 
 impl Backend for FullHandle {

@@ -19,7 +19,10 @@ pub const DEF: PluginDef = PluginDef {
     magic_key: Some("size"),
     params: &[
         ("size", "size of the disk, e.g. 1G (required)"),
-        ("seed", "32-bit seed for repeatable data (default: the time)"),
+        (
+            "seed",
+            "32-bit seed for repeatable data (default: the time)",
+        ),
     ],
     description: "a disk of repeatable pseudo-random bytes",
     make,

@@ -214,13 +214,24 @@ fn truncate_matches_nbdkit() {
         vec!["truncate=600"],
         vec!["round-up=512"],
         vec!["round-down=512"],
-        vec!["truncate=5000", "round-up=4096"],
+        vec!["truncate=1500", "round-down=1024"],
     ] {
         let mut a = vec!["--filter=truncate", "file", img.as_str()];
         a.extend(args);
         same_bytes(&a);
     }
-    // Zeros may be written past the real end; anything else is EIO.
+    // (nbdkit 1.32 aborts on block status for truncate=5000 round-up=4096.)
+    let b = nbdscript_bytes(&[
+        "--filter=truncate",
+        "file",
+        &img,
+        "truncate=5000",
+        "round-up=4096",
+    ])
+    .unwrap();
+    assert_eq!(b.len(), 8192);
+    assert!(b[1000..].iter().all(|&x| x == 0));
+    // Zeros may be written past the real end; anything else is ENOSPC.
     let (k, o) = both_run(
         &["--filter=truncate", "file", &img, "truncate=4096"],
         &nbdsh_cmd(
@@ -261,7 +272,7 @@ fn make_tar(dir: &Path, name: &str, format: &str, files: &[(&str, Vec<u8>)]) -> 
 #[test]
 fn tar_matches_nbdkit() {
     let d = scratch();
-    let long = format!("{}/disk-with-a-long-name.img", "deep/".repeat(25));
+    let long = format!("{}disk-with-a-long-name.img", "deep/".repeat(25));
     let files = vec![
         ("readme.txt", b"hello tar\n".to_vec()),
         ("disk.img", noise(300_000, 5)),
@@ -282,7 +293,17 @@ fn tar_matches_nbdkit() {
         let tar = make_tar(d.path(), &format!("t-{format}.tar"), format, &fs);
         for (name, data) in &fs {
             let entry = format!("tar-entry={name}");
-            let b = same_bytes(&["--filter=tar", "file", &tar, &entry]);
+            let args = ["--filter=tar", "file", tar.as_str(), entry.as_str()];
+            if format == "gnu" && name.len() > 100 {
+                // nbdkit 1.32 serves a GNU long-name entry from the
+                // @LongLink block (tar -R reports that block), so its bytes
+                // start with the name: compare with the file instead.
+                let theirs = nbdkit_bytes(&args).unwrap();
+                assert_eq!(&theirs[..5], b"deep/", "nbdkit's long-name bug is gone?");
+                assert_eq!(&nbdscript_bytes(&args).unwrap(), data, "{format} {name}");
+                continue;
+            }
+            let b = same_bytes(&args);
             assert_eq!(&b, data, "{format} {name}");
         }
         assert!(
@@ -323,8 +344,7 @@ fn cow_matches_nbdkit_and_leaves_file_alone() {
 h.pwrite(b\"A\" * 100000, 12345)
 h.pwrite(b\"B\" * 3, 65535)
 h.trim(131072, 262144)
-h.zero(70000, 500001)
-h.pwrite(b\"C\" * 10, 1048570)
+h.pwrite(b\"C\" * 10, 1048566)
 data = h.pread(1048576, 0)
 print(hashlib.sha256(data).hexdigest())
 print(h.pread(4, 65534))";
@@ -337,11 +357,17 @@ print(h.pread(4, 65534))";
     );
     // All connections share the overlay.
     let s = Server::start(&["--filter=cow", "file", &img]);
-    s.nbdsh("h.pwrite(b\"shared\", 7)");
-    let out = s.nbdsh("print(h.pread(6, 7))");
+    s.nbdsh("h.pwrite(b\"shared\", 7)\nh.zero(70000, 500001)");
+    let out = s.nbdsh("print(h.pread(6, 7))\nassert h.pread(70000, 500001) == bytes(70000)");
     assert!(out.contains("shared"), "{out}");
     let info = run_ok("nbdinfo", &["--json", &s.uri]);
     assert!(info.contains("\"is_read_only\": false"), "{info}");
+    drop(s);
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        orig,
+        "the file below was written"
+    );
 }
 
 // ---- plugins ----------------------------------------------------------------
@@ -546,11 +572,15 @@ print(h.get_size())";
 #[test]
 fn fua_filter_modes_match_nbdkit() {
     let flags = "nbdinfo --json \"$uri\" | grep -E \"can_(fua|flush)\" | sort";
-    for mode in ["none", "emulate", "native", "force", "pass", "discard"] {
+    // (nbdkit 1.32 rejects fuamode=none although its manual lists it.)
+    for mode in ["emulate", "native", "force", "pass", "discard"] {
         let m = format!("fuamode={mode}");
         let (k, o) = both_run(&["--filter=fua", "memory", "size=1M", &m], flags);
         assert_eq!(k, o, "fuamode={mode}");
     }
+    let s = Server::start(&["--filter=fua", "memory", "size=1M", "fuamode=none"]);
+    let info = run_ok("nbdinfo", &["--json", &s.uri]);
+    assert!(info.contains("\"can_fua\": false"), "{info}");
     let s = Server::start(&["--filter=fua", "memory", "size=1M", "fuamode=force"]);
     s.nbdsh("h.pwrite(b\"abc\", 0, nbd.CMD_FLAG_FUA)\nh.flush()\nassert h.pread(3, 0) == b\"abc\"");
 }

@@ -159,12 +159,12 @@ pub fn find_entry(next: &dyn Backend, size: u64, entry: &str, limit: u64) -> Res
     let mut pax_path: Option<Vec<u8>> = None;
     let mut pax_size: Option<u64> = None;
     loop {
-        if limit > 0 && pos + BLOCK > limit {
+        if limit > 0 && pos.saturating_add(BLOCK) > limit {
             return Err(BackendError::io(format!(
                 "tar: {entry} not found in the first {limit} bytes (tar-limit)"
             )));
         }
-        if pos + BLOCK > size {
+        if pos.saturating_add(BLOCK) > size {
             return Err(BackendError::io(format!(
                 "tar: {entry} not found: the archive ends without it"
             )));

@@ -1,13 +1,13 @@
 //! The `truncate` filter: change the size of the layer below, as
 //! nbdkit-truncate-filter. Bytes past the real end read as zeros (and are
-//! a hole in extents); writes there must be zeros, else EIO.
+//! a hole in extents); writes there must be zeros, else ENOSPC.
 //! Parameters: `truncate=SIZE`, `round-up=N`, `round-down=N` (powers of 2).
 //! Example: `nbdscript file odd.img --filter=truncate round-up=512`.
 //! Must not import tokio or rhai.
 
 use super::common;
 use super::FilterDef;
-use crate::backend::{extent_type, Backend, BackendError, Extents, Filter, Result};
+use crate::backend::{extent_type, Backend, BackendError, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
 
@@ -104,7 +104,8 @@ impl Backend for TruncateHandle {
     fn pwrite(&self, buf: &[u8], offset: u64, flags: u32) -> Result<()> {
         let n = self.inside(buf.len() as u64, offset) as usize;
         if buf[n..].iter().any(|&b| b != 0) {
-            return Err(BackendError::io(
+            return Err(BackendError::new(
+                Errno::NoSpc,
                 "truncate: write beyond the end of the underlying disk must be zeros",
             ));
         }
@@ -164,7 +165,6 @@ impl Backend for TruncateHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Errno;
     use crate::filters::offset::tests::{disk, params};
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(b[9], (999 % 251) as u8);
         assert!(b[10..].iter().all(|&x| x == 0));
         h.pwrite(&[5, 0, 0], 999, 0).unwrap();
-        assert_eq!(h.pwrite(&[5, 1], 999, 0).unwrap_err().errno, Errno::Io);
+        assert_eq!(h.pwrite(&[5, 1], 999, 0).unwrap_err().errno, Errno::NoSpc);
         h.pread(&mut b[..1], 999, 0).unwrap();
         assert_eq!(b[0], 5);
         let e = h.extents(1100, 900, 0).unwrap();

@@ -16,6 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+/// Requests on a non-blocking export shorter than this run inline.
+const INLINE_MAX: u64 = 256 * 1024;
+
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
 
@@ -135,7 +138,9 @@ async fn request_loop<R: AsyncRead + Unpin>(
             let _ = tx.send(dispatch::error_reply(&req, ci, &e));
             continue;
         }
-        if !blocking {
+        // Cheap calls run inline; big copies go to the pool so the next
+        // request is read while this one is copied.
+        if !blocking && req.length < INLINE_MAX {
             let _ = tx.send(dispatch::execute(export, &req, payload, ci));
             continue;
         }
@@ -186,8 +191,15 @@ async fn read_payload<R: AsyncRead + Unpin>(
     v.extend_from_slice(&buf[..have]);
     buf.advance(have);
     if have < n {
-        v.resize(n, 0);
-        r.read_exact(&mut v[have..]).await?;
+        // Read straight into the spare capacity: no zero-fill, no copy.
+        let rest = (n - have) as u64;
+        let got = r.take(rest).read_to_end(&mut v).await?;
+        if (got as u64) < rest {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "client vanished in the middle of a write payload",
+            ));
+        }
     }
     Ok(v)
 }

@@ -638,3 +638,27 @@ fn extents_are_translated_like_nbdkit() {
         );
     }
 }
+
+#[test]
+fn qemu_img_reads_a_partition() {
+    let d = scratch();
+    let disk = mbr_image();
+    let img = put(d.path(), "mbr.img", &disk);
+    let s = Server::start(&["--filter=partition", "file", &img, "partition=5"]);
+    let out = d.path().join("p5.raw");
+    run_ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &s.uri,
+            out.to_str().unwrap(),
+        ],
+    );
+    let got = std::fs::read(&out).unwrap();
+    // Logical 5: EBR at sector 1000, data from sector 1003, 50 sectors.
+    assert_eq!(got, &disk[1003 * 512..1053 * 512]);
+}

@@ -12,7 +12,7 @@
 
 use super::common;
 use super::FilterDef;
-use crate::backend::{Backend, BackendError, BlockSize, Extents, Filter, Result};
+use crate::backend::{flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -154,7 +154,7 @@ impl BlocksizeHandle {
             Some(d) => block[s..s + len as usize].copy_from_slice(d),
             None => block[s..s + len as usize].fill(0),
         }
-        self.next.pwrite(&block, start, f)
+        self.next.pwrite(&block, start, f & flags::FUA)
     }
 
     /// Call `op(offset, len)` over `[offset, offset+count)` in pieces of at
@@ -229,6 +229,12 @@ impl Backend for BlocksizeHandle {
     }
     fn zero(&self, count: u64, offset: u64, f: u32) -> Result<()> {
         let (head, mid, tail) = self.split(count, offset);
+        if f & flags::FAST_ZERO != 0 && (head > 0 || tail > 0) {
+            return Err(BackendError::new(
+                Errno::NotSup,
+                "blocksize: an unaligned fast zero needs read-modify-write",
+            ));
+        }
         if head > 0 {
             self.rmw(None, head, offset, f)?;
         }
@@ -333,6 +339,11 @@ mod tests {
         assert_eq!(all, &want[..99_840]);
         let e = h.extents(1000, 7, 0).unwrap();
         assert_eq!(e.as_slice()[0].offset, 7);
+        assert_eq!(
+            h.zero(10, 5, flags::FAST_ZERO).unwrap_err().errno,
+            Errno::NotSup
+        );
+        h.zero(1024, 512, flags::FAST_ZERO).unwrap();
         assert!(make(&params(&[("minblock", "1000")])).is_err());
         assert!(make(&params(&[("minblock", "512"), ("maxdata", "1000")])).is_err());
     }

@@ -452,4 +452,21 @@ mod tests {
         h.pread(&mut c, 70_000, 0).unwrap();
         assert_eq!(b, c, "copied up on first read");
     }
+
+    #[test]
+    fn on_cache_and_req_one() {
+        let below = disk(300_000);
+        let f = make(&params(&[("cow-on-cache", "true")])).unwrap();
+        let h = f.open(below.clone(), false).unwrap();
+        h.cache(10, 131_072, 0).unwrap();
+        below.pwrite(&[0u8; 10], 131_072, 0).unwrap();
+        let mut b = [0u8; 2];
+        h.pread(&mut b, 131_073, 0).unwrap();
+        assert_eq!(b, [(131_073 % 251) as u8, (131_074 % 251) as u8]);
+        h.zero(65536, 0, 0).unwrap();
+        let e = h.extents(300_000, 0, flags::REQ_ONE).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.as_slice()[0].length, 65536);
+        assert_eq!(e.as_slice()[0].typ, extent_type::HOLE | extent_type::ZERO);
+    }
 }

@@ -2,8 +2,12 @@
 //! looks names up in. May use `backend`, `alloc`, `datastr`, `params`.
 
 pub mod file;
+pub mod full;
 pub mod memory;
 pub mod null;
+pub mod pattern;
+pub mod random;
+pub mod zero;
 
 use crate::backend::Plugin;
 use crate::params::{ConfigError, Params};
@@ -32,7 +36,15 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF];
+    static DEFS: &[PluginDef] = &[
+        memory::DEF,
+        null::DEF,
+        file::DEF,
+        pattern::DEF,
+        zero::DEF,
+        full::DEF,
+        random::DEF,
+    ];
     DEFS
 }
 

@@ -268,3 +268,43 @@ fn tmpdisk_like_nbdkit() {
     assert!(out.contains("SCRATCH"), "{out}");
     assert_eq!(std::fs::read_dir(ours_dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn http_tar_xz_stack_like_nbdkit() {
+    let d = tempfile::tempdir().unwrap();
+    let data = sample(1 << 20);
+    write(d.path(), "disk.img", &data);
+    write(d.path(), "other.txt", b"not this one\n");
+    let tar = d.path().join("disk.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(d.path())
+        .arg("-cf")
+        .arg(&tar)
+        .args(["other.txt", "disk.img"])
+        .output()
+        .expect("run tar");
+    assert!(out.status.success(), "tar failed");
+    let tarxz = xz(&std::fs::read(&tar).unwrap(), &["--block-size=64KiB"]);
+    let srv = serve(&[("/disk.tar.xz", tarxz)]);
+    let url = format!("url={}", srv.url("/disk.tar.xz"));
+    let args = [
+        "http",
+        &url,
+        "--filter=tar",
+        "--filter=xz",
+        "tar-entry=disk.img",
+    ];
+    let ours = nbdscript_bytes(&args).expect("nbdscript http+tar+xz");
+    assert!(ours == data, "http+tar+xz bytes differ from disk.img");
+    let theirs = nbdkit_bytes(&[
+        "-r",
+        "--filter=tar",
+        "--filter=xz",
+        "curl",
+        &url,
+        "tar-entry=disk.img",
+    ])
+    .expect("nbdkit curl+tar+xz");
+    assert!(ours == theirs, "differs from nbdkit's");
+}

@@ -308,3 +308,103 @@ fn http_tar_xz_stack_like_nbdkit() {
     .expect("nbdkit curl+tar+xz");
     assert!(ours == theirs, "differs from nbdkit's");
 }
+
+/// A ranged HTTPS server (python3's ssl) with a self-signed certificate;
+/// prints its port once listening. Killed on drop.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HTTPS_PY: &str = r#"
+import http.server, os, ssl, sys
+root = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_HEAD(self): self.answer(False)
+    def do_GET(self): self.answer(True)
+    def answer(self, body):
+        data = open(os.path.join(root, os.path.basename(self.path)), "rb").read()
+        a, b = 0, len(data) - 1
+        r = self.headers.get("Range")
+        if r:
+            x, y = r.split("=", 1)[1].split("-")
+            a, b = int(x), min(int(y) if y else len(data) - 1, len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (a, b, len(data)))
+        else:
+            self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(b - a + 1))
+        self.end_headers()
+        if body: self.wfile.write(data[a:b + 1])
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(os.path.join(root, "cert.pem"), os.path.join(root, "key.pem"))
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+fn https_server(data: &[u8]) -> HttpsServer {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "disk.img", data);
+    let d = dir.path().display().to_string();
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-days",
+            "1",
+            "-keyout",
+            &format!("{d}/key.pem"),
+            "-out",
+            &format!("{d}/cert.pem"),
+        ],
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", HTTPS_PY, &d])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let port = line.trim().parse().expect("https server port");
+    HttpsServer {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn https_with_and_without_sslverify() {
+    let data = sample(300_000);
+    let srv = https_server(&data);
+    let url = format!("https://127.0.0.1:{}/disk.img", srv.port);
+    let e = Server::try_start(&["http", &url])
+        .err()
+        .expect("self-signed refused");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    let ours = nbdscript_bytes(&["http", &url, "sslverify=false"]).expect("sslverify=false");
+    assert!(ours == data, "https bytes differ");
+    let theirs = nbdkit_bytes(&["-r", "curl", &url, "sslverify=false"]).expect("nbdkit https");
+    assert!(ours == theirs, "https bytes differ from nbdkit's");
+}

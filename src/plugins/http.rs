@@ -292,6 +292,9 @@ impl Client {
                         }
                     };
                     drain(r);
+                    if size > i64::MAX as u64 {
+                        return Err(format!("the size {size} is larger than 2^63-1"));
+                    }
                     return Ok((url, size));
                 }
                 200 => {

@@ -9,6 +9,8 @@ use std::ptr;
 const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
 const FOOTER_MAGIC: [u8; 2] = [b'Y', b'Z'];
 const STREAM_HEADER_SIZE: u64 = 12;
+/// Largest index accepted (a million 1 MiB blocks need about 8 MiB).
+const MAX_INDEX: u64 = 256 << 20;
 
 /// One block: where its bytes are in the file and in the uncompressed disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,12 @@ pub fn read_index(
             .checked_sub(backward)
             .filter(|s| *s >= STREAM_HEADER_SIZE)
             .ok_or("the stream's index size points before the start of the file")?;
+        if backward > MAX_INDEX {
+            return Err(format!(
+                "the stream footer claims a {backward}-byte index (more than {MAX_INDEX}): \
+                 the file is damaged or not an .xz file"
+            ));
+        }
         let mut index = vec![0u8; backward as usize];
         read_at(&mut index, index_start)?;
         let records = parse_index(&index)?;

@@ -218,3 +218,26 @@ fn url_joining() {
     assert_eq!(content_range("bytes 0-0/1234"), Some((0, 0, Some(1234))));
     assert_eq!(content_range("bytes 5-9/*"), Some((5, 9, None)));
 }
+
+#[test]
+fn timeout_gives_up_on_a_silent_server() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accept and hold connections without ever answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/disk.img");
+    let t = std::time::Instant::now();
+    let e = make(&params(&[("url", &url), ("timeout", "1")]))
+        .err()
+        .expect("times out");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        e.0.to_lowercase().contains("timeout") || e.0.contains("timed out"),
+        "{e}"
+    );
+}

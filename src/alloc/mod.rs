@@ -3,9 +3,17 @@
 //! chosen with nbdkit's `allocator=TYPE[,KEY=VALUE...]` syntax.
 //! Must not import tokio, rhai, or anything else in this crate.
 
+mod malloc;
 mod sparse;
+mod table;
+#[cfg(test)]
+mod tests;
+mod zstd;
 
+pub use malloc::Malloc;
 pub use sparse::Sparse;
+pub use table::{is_zero, PAGE};
+pub use zstd::Zstd;
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,7 +76,13 @@ pub trait Allocator: Send + Sync + 'static {
     /// Set `count` bytes at `offset` to zero, freeing whole pages.
     fn zero(&self, count: u64, offset: u64) -> Result<()>;
     /// Copy `count` bytes from `src` at `src_offset` to `dst_offset` here.
-    fn blit(&self, src: &dyn Allocator, count: u64, src_offset: u64, dst_offset: u64) -> Result<()> {
+    fn blit(
+        &self,
+        src: &dyn Allocator,
+        count: u64,
+        src_offset: u64,
+        dst_offset: u64,
+    ) -> Result<()> {
         let mut buf = vec![0u8; count.min(1 << 20) as usize];
         let mut done = 0u64;
         while done < count {
@@ -140,12 +154,9 @@ impl AllocSpec {
     /// Make an allocator of this kind for a disk of about `size` bytes.
     pub fn create(&self, size: u64) -> Result<Arc<dyn Allocator>> {
         let a: Arc<dyn Allocator> = match self {
-            AllocSpec::Sparse => Arc::new(Sparse::new()),
-            AllocSpec::Malloc { .. } | AllocSpec::Zstd => {
-                return Err(AllocError::Config(format!(
-                    "allocator {self:?} is not available yet"
-                )))
-            }
+            AllocSpec::Sparse => Arc::new(Sparse::with_size(size)),
+            AllocSpec::Malloc { mlock } => Arc::new(Malloc::new(size, *mlock)?),
+            AllocSpec::Zstd => Arc::new(Zstd::with_size(size)),
         };
         a.set_size_hint(size)?;
         Ok(a)

@@ -190,6 +190,35 @@ fn random_sequences_all_allocators() {
     }
 }
 
+/// Run `f` while another thread keeps compacting `z`.
+fn compacting(z: &Zstd, f: impl FnOnce()) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                z.compact();
+                std::thread::yield_now();
+            }
+        });
+        f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn random_sequences_zstd_no_cache_while_compacting() {
+    let window = 20 * P + 77;
+    for (seed, cache) in [(21, 0), (22, 1), (23, 0)] {
+        let z = Zstd::with_cache(window, cache);
+        compacting(&z, || run_model(&z, 0, window, seed, 1500, true));
+        z.compact();
+        assert_eq!(z.inner_fast_pages(), 0, "compaction left fast-level pages");
+        z.zero(window, 0).unwrap();
+        assert!(z.stats().starts_with("zstd: 0 pages"), "{}", z.stats());
+        run_model(&z, 0, window, seed + 100, 300, true);
+    }
+}
+
 #[test]
 fn huge_offsets_sparse_zstd() {
     let window = 12 * P;
@@ -232,7 +261,7 @@ fn malloc_range_and_odd_size() {
 
 /// Several threads write interleaved 64-byte granules of the same pages; each
 /// checks its own bytes as it goes, and the result must equal the merge.
-fn concurrent(a: Arc<dyn Allocator>, base: u64, also: impl Fn() + Sync) {
+fn concurrent(a: Arc<dyn Allocator>, base: u64) {
     const T: u64 = 4;
     const G: u64 = 64;
     let len = 3 * P + 2000;
@@ -278,7 +307,6 @@ fn concurrent(a: Arc<dyn Allocator>, base: u64, also: impl Fn() + Sync) {
                 })
             })
             .collect();
-        also();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut merged = vec![0u8; len as usize];
@@ -296,21 +324,11 @@ fn concurrent(a: Arc<dyn Allocator>, base: u64, also: impl Fn() + Sync) {
 fn concurrent_writers_same_pages() {
     let base = P - 1000;
     for a in all_kinds(8 * P) {
-        concurrent(a, base, || {});
+        concurrent(a, base);
     }
-    concurrent(Arc::new(Sparse::new()), (1u64 << 63) - 4 * P, || {});
-    let z = Arc::new(Zstd::new());
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let z2 = z.clone();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                z2.compact();
-            }
-        });
-        concurrent(z.clone(), (1u64 << 63) - 4 * P, || {});
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
+    concurrent(Arc::new(Sparse::new()), (1u64 << 63) - 4 * P);
+    let z = Arc::new(Zstd::with_cache(1 << 63, 0));
+    compacting(&z, || concurrent(z.clone(), (1u64 << 63) - 4 * P));
 }
 
 #[test]

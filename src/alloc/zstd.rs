@@ -27,6 +27,15 @@ const SHARDS: usize = 16;
 /// Uncompressed pages kept per shard (16 x 16 x 32 KiB = 8 MiB).
 const SHARD_PAGES: usize = 16;
 const IDLE: Duration = Duration::from_millis(300);
+/// `level` of a page kept uncompressed because zstd could not shrink it.
+const STORED: i32 = i32::MIN;
+/// `level` of a page kept uncompressed because a 4 KiB sample did not
+/// compress; the compactor tries the whole page again when idle.
+const SAMPLED: i32 = i32::MIN + 1;
+
+fn is_stored(level: i32) -> bool {
+    level == STORED || level == SAMPLED
+}
 
 type Raw = Box<[u8; PAGE]>;
 
@@ -60,7 +69,7 @@ fn zerr(what: &str, e: std::io::Error) -> AllocError {
     AllocError::NoMem(format!("zstd: {what}: {e}"))
 }
 
-fn compress(src: &[u8; PAGE], level: i32) -> Result<Box<[u8]>> {
+fn compress(src: &[u8], level: i32) -> Result<Box<[u8]>> {
     CCTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
@@ -120,7 +129,7 @@ impl Counters {
             ZPage::Packed { data, level } => {
                 d(&self.packed_pages, 1);
                 d(&self.packed_bytes, data.len() as u64);
-                if *level != FINAL_LEVEL {
+                if *level != FINAL_LEVEL && *level != STORED {
                     d(&self.fast_pages, 1);
                 }
             }
@@ -132,6 +141,7 @@ struct Inner {
     table: PageTable<Slot>,
     limit: u64,
     cache: [Mutex<VecDeque<u64>>; SHARDS],
+    shard_pages: usize,
     counters: Counters,
     /// Bumped by every modifying request; the compactor waits for quiet.
     activity: AtomicU64,
@@ -178,12 +188,36 @@ impl Inner {
         if zero && matches!(*g, ZPage::Hole) {
             return Ok(());
         }
-        let mut raw = new_raw();
-        if let ZPage::Packed { data, .. } = &*g {
-            if !whole {
-                decompress(data, &mut raw)?;
+        let mut raw = match std::mem::take(&mut *g) {
+            ZPage::Packed { data, level } if is_stored(level) && data.len() == PAGE => {
+                // Reuse the stored page's memory: no copy, no decompression.
+                self.counters.add(
+                    &ZPage::Packed {
+                        data: Box::new([]),
+                        level,
+                    },
+                    -1,
+                );
+                self.counters.packed_bytes.fetch_sub(PAGE as u64, Relaxed);
+                match data.try_into() {
+                    Ok(r) => r,
+                    Err(_) => new_raw(),
+                }
             }
-        }
+            old => {
+                let mut raw = new_raw();
+                if let ZPage::Packed { data, .. } = &old {
+                    if !whole {
+                        if let Err(e) = decompress(data, &mut raw) {
+                            *g = old;
+                            return Err(e);
+                        }
+                    }
+                }
+                *g = old;
+                raw
+            }
+        };
         apply(&mut raw, inpg, len, &change);
         if zero && (whole || is_zero(&raw[..])) {
             self.set(&mut g, ZPage::Hole);
@@ -199,7 +233,7 @@ impl Inner {
         let victims: Vec<u64> = {
             let mut q = self.cache[(page as usize) % SHARDS].lock();
             q.push_back(page);
-            let over = q.len().saturating_sub(SHARD_PAGES);
+            let over = q.len().saturating_sub(self.shard_pages);
             q.drain(..over).collect()
         };
         for v in victims {
@@ -214,16 +248,15 @@ impl Inner {
             return Ok(());
         };
         let mut g = slot.0.write();
-        if let ZPage::Raw(r) = &*g {
-            let new = if is_zero(&r[..]) {
-                ZPage::Hole
-            } else {
-                ZPage::Packed {
-                    data: compress(r, level)?,
-                    level,
-                }
-            };
-            self.set(&mut g, new);
+        if !matches!(*g, ZPage::Raw(_)) {
+            return Ok(());
+        }
+        let old = std::mem::take(&mut *g);
+        self.counters.add(&old, -1);
+        if let ZPage::Raw(r) = old {
+            let new = encode(r, level);
+            self.counters.add(&new, 1);
+            *g = new;
         }
         Ok(())
     }
@@ -252,30 +285,66 @@ impl Inner {
                     return;
                 };
                 if let ZPage::Packed { data, level } = &*g {
-                    if *level == FINAL_LEVEL {
-                        return;
-                    }
-                    let mut raw = new_raw();
-                    if decompress(data, &mut raw).is_err() {
-                        return;
-                    }
-                    if let Ok(c) = compress(&raw, FINAL_LEVEL) {
-                        let data = if c.len() < data.len() {
-                            c
-                        } else {
-                            data.clone()
-                        };
-                        self.set(
-                            &mut g,
-                            ZPage::Packed {
-                                data,
-                                level: FINAL_LEVEL,
-                            },
-                        );
+                    if let Some(new) = recompress(data, *level) {
+                        self.set(&mut g, new);
                     }
                 }
             });
     }
+}
+
+/// The stored form of an uncompressed page: a hole, zstd at `level`, or the
+/// page itself when zstd cannot shrink it (at FAST_LEVEL a 4 KiB sample
+/// decides, so incompressible data costs little to evict).
+fn encode(r: Raw, level: i32) -> ZPage {
+    if is_zero(&r[..]) {
+        return ZPage::Hole;
+    }
+    if level == FAST_LEVEL {
+        let sample = &r[PAGE / 2..PAGE / 2 + 4096];
+        if compress(sample, FAST_LEVEL).map_or(true, |c| c.len() > 4096 * 9 / 10) {
+            return ZPage::Packed {
+                data: r,
+                level: SAMPLED,
+            };
+        }
+    }
+    match compress(&r[..], level) {
+        Ok(c) if c.len() < PAGE => ZPage::Packed { data: c, level },
+        _ => ZPage::Packed {
+            data: r,
+            level: STORED,
+        },
+    }
+}
+
+/// A page at FINAL_LEVEL (or STORED) replacing one stored at `level`.
+fn recompress(data: &[u8], level: i32) -> Option<ZPage> {
+    if level == FINAL_LEVEL || level == STORED {
+        return None;
+    }
+    let mut raw = new_raw();
+    let src: &[u8] = if level == SAMPLED {
+        data
+    } else {
+        decompress(data, &mut raw).ok()?;
+        &raw[..]
+    };
+    let c = compress(src, FINAL_LEVEL).ok();
+    Some(match c {
+        Some(c) if c.len() < data.len().min(PAGE) => ZPage::Packed {
+            data: c,
+            level: FINAL_LEVEL,
+        },
+        _ => ZPage::Packed {
+            data: data.into(),
+            level: if level == SAMPLED {
+                STORED
+            } else {
+                FINAL_LEVEL
+            },
+        },
+    })
 }
 
 fn apply(r: &mut [u8; PAGE], inpg: usize, len: usize, change: &Change) {
@@ -305,6 +374,12 @@ impl Zstd {
 
     /// A compressed array for a disk of `size` bytes.
     pub fn with_size(size: u64) -> Self {
+        Self::with_cache(size, SHARD_PAGES)
+    }
+
+    /// As `with_size`, keeping `shard_pages` uncompressed pages per shard
+    /// (16 shards; 0 compresses on every write, as nbdkit does).
+    pub fn with_cache(size: u64, shard_pages: usize) -> Self {
         let pages = size.min(MAX_SIZE).div_ceil(PAGE as u64).max(1);
         let table = PageTable::new(pages);
         let limit = table.capacity().saturating_mul(PAGE as u64).min(1 << 63);
@@ -312,6 +387,7 @@ impl Zstd {
             table,
             limit,
             cache: std::array::from_fn(|_| Mutex::new(VecDeque::new())),
+            shard_pages,
             counters: Counters::default(),
             activity: AtomicU64::new(0),
         });
@@ -327,6 +403,11 @@ impl Zstd {
     /// Compress everything now at the final level (what the idle thread does).
     pub fn compact(&self) {
         self.inner.compact();
+    }
+
+    /// Pages still compressed at the fast level (0 once compaction ran).
+    pub fn inner_fast_pages(&self) -> u64 {
+        self.inner.counters.fast_pages.load(Relaxed)
     }
 
     /// Logical bytes stored / bytes of memory they take.
@@ -392,6 +473,9 @@ impl Allocator for Zstd {
             match &*slot.0.read() {
                 ZPage::Hole => out.fill(0),
                 ZPage::Raw(r) => out.copy_from_slice(&r[c.inpg..c.inpg + c.len]),
+                ZPage::Packed { data, level } if is_stored(*level) && data.len() == PAGE => {
+                    out.copy_from_slice(&data[c.inpg..c.inpg + c.len])
+                }
                 ZPage::Packed { data, .. } => {
                     let t = tmp.get_or_insert_with(new_raw);
                     decompress(data, t)?;

@@ -96,6 +96,11 @@ pub trait Allocator: Send + Sync + 'static {
     /// Describe `[offset, offset+count)` as ascending contiguous extents.
     /// Never claims HOLE or ZERO where a non-zero byte is stored.
     fn extents(&self, count: u64, offset: u64) -> Result<Vec<AllocExtent>>;
+    /// True when calls may take long (compression): the server should run
+    /// them on its worker pool rather than inline.
+    fn is_blocking(&self) -> bool {
+        false
+    }
     /// Preferred request size (nbdkit: 32768 for sparse and zstd, 512 for malloc).
     fn preferred_block(&self) -> u32 {
         32768

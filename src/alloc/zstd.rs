@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Level used when a page leaves the write-back cache.
-const FAST_LEVEL: i32 = 1;
+const FAST_LEVEL: i32 = -3;
 /// Level pages end at once the disk is idle (nbdkit's ZSTD_CLEVEL_DEFAULT).
 const FINAL_LEVEL: i32 = 3;
 const SHARDS: usize = 16;
@@ -81,7 +81,7 @@ fn compress(src: &[u8], level: i32) -> Result<Box<[u8]>> {
         cc.set_compression_level(level)
             .map_err(|e| zerr("level", e))?;
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PAGE));
-        cc.compress_to_buffer(&src[..], &mut out)
+        cc.compress_to_buffer(src, &mut out)
             .map_err(|e| zerr("compress", e))?;
         Ok(out.into_boxed_slice())
     })
@@ -302,7 +302,7 @@ fn encode(r: Raw, level: i32) -> ZPage {
     }
     if level == FAST_LEVEL {
         let sample = &r[PAGE / 2..PAGE / 2 + 4096];
-        if compress(sample, FAST_LEVEL).map_or(true, |c| c.len() > 4096 * 9 / 10) {
+        if compress(sample, FAST_LEVEL).map_or(true, |c| c.len() > 4096 * 3 / 4) {
             return ZPage::Packed {
                 data: r,
                 level: SAMPLED,
@@ -459,6 +459,10 @@ fn compactor(weak: Weak<Inner>, rx: mpsc::Receiver<()>) {
 impl Allocator for Zstd {
     fn name(&self) -> &'static str {
         "zstd"
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
     }
 
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Native plugins, named as in nbdkit, and the registry the command line
 //! looks names up in. May use `backend`, `alloc`, `datastr`, `params`.
 
+pub mod data;
 pub mod file;
 pub mod memory;
 pub mod null;
@@ -32,7 +33,7 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF];
+    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF, data::DEF];
     DEFS
 }
 

@@ -7,15 +7,15 @@
 
 use super::parser::{Expr, Node};
 use super::pattern::{Node as PNode, Pattern, MATERIALIZE};
-use super::{DataError, EvalOptions, Result, Span, MAX_SIZE};
+use super::{DataError, Result, Span, MAX_SIZE};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::rc::Rc;
 
 /// Evaluate an optimized tree.
-pub fn evaluate(root: &Node, opts: &EvalOptions) -> Result<Pattern> {
-    let p = eval_scope(&None, root, opts)?;
+pub fn evaluate(root: &Node) -> Result<Pattern> {
+    let p = eval_scope(&None, root)?;
     if p.depth() > 1000 {
         return Err(DataError::new(
             "the evaluated pattern is nested too deeply to serve (over 1000 levels)",
@@ -215,7 +215,7 @@ fn check(v: Option<u64>, what: &str, span: &Span) -> Result<u64> {
 }
 
 /// Evaluate `node` (a list, or one element) in a new scope.
-fn eval_scope<'a>(dict: &Dict<'a>, node: &'a Node, opts: &EvalOptions) -> Result<Pattern> {
+fn eval_scope<'a>(dict: &Dict<'a>, node: &'a Node) -> Result<Pattern> {
     let items: &[Node] = match &node.expr {
         Expr::List(l) => l,
         _ => std::slice::from_ref(node),
@@ -292,7 +292,7 @@ fn eval_scope<'a>(dict: &Dict<'a>, node: &'a Node, opts: &EvalOptions) -> Result
                 let p = match b.value.get() {
                     Some(p) => p.clone(),
                     None => {
-                        let p = eval_scope(&b.next, b.node, opts)?;
+                        let p = eval_scope(&b.next, b.node)?;
                         let _ = b.value.set(p.clone());
                         p
                     }
@@ -316,18 +316,18 @@ fn eval_scope<'a>(dict: &Dict<'a>, node: &'a Node, opts: &EvalOptions) -> Result
                 place(&mut sc, Pattern::bytes(v), span)?;
             }
             Expr::List(_) => {
-                let p = eval_scope(&d, item, opts)?;
+                let p = eval_scope(&d, item)?;
                 place(&mut sc, p, span)?;
             }
             Expr::Repeat(inner, n) => {
-                let p = eval_scope(&d, inner, opts)?;
+                let p = eval_scope(&d, inner)?;
                 let Some(r) = p.repeat(*n) else {
                     return err(format!("*N: {} bytes * {n} overflows", p.size()), span);
                 };
                 place(&mut sc, r, span)?;
             }
             Expr::Slice(inner, n, m) => {
-                let p = eval_scope(&d, inner, opts)?;
+                let p = eval_scope(&d, inner)?;
                 let size = p.size();
                 let mm = if *m < 0 { size } else { *m as u64 };
                 if *n > size || mm > size || *n > mm {

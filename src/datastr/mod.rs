@@ -183,7 +183,7 @@ fn compile_here(src: &str, opts: &EvalOptions) -> Result<Pattern> {
     });
     let ast = parser::parse(source, opts)?;
     let ast = optimize::optimize(ast)?;
-    eval::evaluate(&ast, opts)
+    eval::evaluate(&ast)
 }
 
 /// Evaluate `src` to its bytes. `size` truncates or zero-extends, as the

@@ -127,7 +127,7 @@ pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
         } as u32)
     };
     let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if chars.len() % 4 != 0 {
+    if !chars.len().is_multiple_of(4) {
         return Err(
             "not valid base64 (the length must be a multiple of 4, with '=' padding)".into(),
         );

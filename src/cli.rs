@@ -247,7 +247,7 @@ impl Args {
                 let (mine, others) = rest.split(&def.keys());
                 rest = others;
                 filters_out.push((def.make)(&mine)?);
-                dump.push((format!("filter"), def.name.to_string()));
+                dump.push(("filter".to_string(), def.name.to_string()));
             } else if is_script(f) || crate::script::is_stdlib_filter(f) {
                 let (flt, keys) = crate::script::load_filter(f, &all, &sf)?;
                 let (_, others) = rest.split(&keys.iter().map(|s| s.as_str()).collect::<Vec<_>>());

@@ -159,6 +159,18 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {addr}:{port}"))?,
     };
+    // Signals: finish in-flight requests, then exit 0. Installed before
+    // readiness is announced so a signal right after it is handled.
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+        let sig_tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            let _ = sig_tx.send(true);
+        });
+    }
     let the_uri = uri(&listener, sock_path.as_ref(), &config.export_name);
     if let Some(pf) = &config.pidfile {
         std::fs::write(pf, format!("{}\n", std::process::id()))
@@ -181,20 +193,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let port = listener.port();
     let single = matches!(listener, Listener::Stdio);
     let server = tokio::spawn(server::run(listener, shared, rx));
-
-    // Signals: finish in-flight requests, then exit 0.
-    let sig_tx = tx.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        let _ = sig_tx.send(true);
-    });
 
     let mut code = ExitCode::SUCCESS;
     if let Some(cmd) = &config.run {

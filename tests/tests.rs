@@ -2,4 +2,6 @@
 //! `nbdscript` and checks it with real NBD clients.
 
 mod common;
+mod core;
+mod filters;
 mod datastr;

@@ -3,8 +3,12 @@
 
 pub mod data;
 pub mod file;
+pub mod full;
 pub mod memory;
 pub mod null;
+pub mod pattern;
+pub mod random;
+pub mod zero;
 
 use crate::backend::Plugin;
 use crate::params::{ConfigError, Params};
@@ -33,7 +37,16 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF, data::DEF];
+    static DEFS: &[PluginDef] = &[
+        memory::DEF,
+        null::DEF,
+        file::DEF,
+        pattern::DEF,
+        zero::DEF,
+        full::DEF,
+        random::DEF,
+        data::DEF,
+    ];
     DEFS
 }
 

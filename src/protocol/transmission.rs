@@ -22,9 +22,7 @@ impl Request {
     /// WRITE carries them too (qemu 10 omits PAYLOAD_LEN and is accepted),
     /// and other commands only with PAYLOAD_LEN.
     pub fn payload_len(&self, extended: bool) -> u64 {
-        if self.typ == CMD_WRITE {
-            self.length
-        } else if extended && self.flags & CMD_FLAG_PAYLOAD_LEN != 0 {
+        if self.typ == CMD_WRITE || (extended && self.flags & CMD_FLAG_PAYLOAD_LEN != 0) {
             self.length
         } else {
             0

@@ -279,7 +279,9 @@ fn rejected(f: &Files) -> Vec<(Case, &'static str)> {
         ("le16:0x", "garbage"),
         ("be32:4294967296", "32 bits"),
         ("le64:18446744073709551616", "range"),
-        ("le16:1*2", "garbage"), ("le16:0x55aa*3", "garbage"), ("be32:0xdeadbeef[1:3]", "garbage"),
+        ("le16:1*2", "garbage"),
+        ("le16:0x55aa*3", "garbage"),
+        ("be32:0xdeadbeef[1:3]", "garbage"),
         ("@", "offset"),
         ("@x", "@"),
         ("@ 5", "@"),
@@ -599,4 +601,44 @@ fn magic_key_and_relative_file() {
     let srv =
         common::Server::try_start_in(&["data", "1 <blob 2"], Some(dir.path())).expect("start");
     assert_eq!(common::read_all(&srv.uri), b"\x01xyz\x02");
+}
+
+/// Extents (`nbdinfo --map`) match nbdkit's for small strings, which are
+/// written into the allocator the way nbdkit writes them.
+#[test]
+fn extents_match_nbdkit() {
+    let strings = [
+        "@131072 0",
+        "@131072 0 0",
+        "1 @32768 1 @32768 0",
+        "@32767 1 2",
+        "(0x55)*100000",
+        "1 2 3 @0 (@3)",
+        "@100000 (1 @40000 2)",
+        "@1048576 1 @^4194304",
+        "0*200000 @65536 \"x\"",
+    ];
+    let map = |prog: &str, pre: &[&str], s: &str| {
+        let out = Command::new(prog)
+            .env("PATH", sys_path())
+            .args(pre)
+            .arg("data")
+            .arg(format!("data={s}"))
+            .arg("--run")
+            .arg("nbdinfo --map \"$uri\"")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{prog} {s:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fails = par(&strings, |s| {
+        let want = map("nbdkit", &["-U", "-"], s);
+        let got = map(common::bin(), &[], s);
+        (got != want).then(|| format!("{s:?}:\n nbdkit:\n{want}\n ours:\n{got}"))
+    });
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
 }

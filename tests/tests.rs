@@ -3,5 +3,5 @@
 
 mod common;
 mod core;
-mod filters;
 mod datastr;
+mod filters;

@@ -166,7 +166,7 @@ pub fn compile(src: &str, opts: &EvalOptions) -> Result<Pattern> {
         let (s, o) = (src.to_string(), opts.clone());
         let worker = std::thread::Builder::new()
             .name("datastr".into())
-            .stack_size(512 << 20)
+            .stack_size(256 << 20)
             .spawn(move || compile_here(&s, &o))
             .map_err(|e| DataError::new(format!("cannot start the evaluator: {e}"), None))?;
         return worker

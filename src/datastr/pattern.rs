@@ -38,6 +38,10 @@ pub(super) enum Node {
 pub struct Pattern {
     node: Arc<Node>,
     len: u64,
+    /// Tree depth and storage cost, computed once when built (names make
+    /// shared subtrees, so walking the tree to find them could blow up).
+    depth: u32,
+    cost: u64,
 }
 
 /// One extent of a pattern: `zero` means it reads as zeros and stores
@@ -51,9 +55,27 @@ pub struct PatternExtent {
 
 impl Pattern {
     pub(super) fn new(node: Node, len: u64) -> Self {
+        let (depth, cost) = match &node {
+            Node::Data(d) => (1, d.len() as u64),
+            Node::Fill(0) => (1, 0),
+            Node::Fill(_) => (1, len),
+            Node::Slice { inner, .. } => (inner.depth + 1, len),
+            Node::Repeat { inner, .. } => (
+                inner.depth + 1,
+                inner.cost.saturating_mul(len / inner.len.max(1)),
+            ),
+            Node::Map(pieces) => (
+                1 + pieces.iter().map(|(_, p)| p.depth).max().unwrap_or(0),
+                pieces
+                    .iter()
+                    .fold(0u64, |a, (_, p)| a.saturating_add(p.cost)),
+            ),
+        };
         Pattern {
             node: Arc::new(node),
             len,
+            depth,
+            cost,
         }
     }
 
@@ -261,12 +283,28 @@ impl Pattern {
         let mut out = Vec::new();
         let end = offset.saturating_add(count).min(self.len);
         if offset < end {
-            self.extents_in(offset, end, 0, max.max(1), &mut out);
+            let mut budget = 64 * max.max(1);
+            self.extents_in(offset, end, 0, max.max(1), &mut budget, &mut out);
         }
         out
     }
 
-    fn extents_in(&self, from: u64, to: u64, base: u64, max: usize, out: &mut Vec<PatternExtent>) {
+    /// Extents of `[from, to)` placed at `base`; stops early when `out`
+    /// holds `max` extents or `budget` node visits are used up (callers
+    /// accept a short answer).
+    fn extents_in(
+        &self,
+        from: u64,
+        to: u64,
+        base: u64,
+        max: usize,
+        budget: &mut usize,
+        out: &mut Vec<PatternExtent>,
+    ) {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
         let push = |out: &mut Vec<PatternExtent>, a: u64, b: u64, zero: bool| {
             if a >= b {
                 return;
@@ -290,6 +328,7 @@ impl Pattern {
                 to + start,
                 base.wrapping_sub(*start),
                 max,
+                budget,
                 out,
             ),
             Node::Repeat { inner, buf } => {
@@ -299,24 +338,24 @@ impl Pattern {
                 }
                 let p = inner.len;
                 let mut cur = from;
-                while cur < to && out.len() < max {
+                while cur < to && out.len() < max && *budget > 0 {
                     let k = cur / p;
                     let pos = cur % p;
                     let n = (to - cur).min(p - pos);
-                    inner.extents_in(pos, pos + n, base.wrapping_add(k * p), max, out);
+                    inner.extents_in(pos, pos + n, base.wrapping_add(k * p), max, budget, out);
                     cur += n;
                 }
             }
             Node::Map(pieces) => {
                 let mut k = pieces.partition_point(|(o, p)| o + p.len <= from);
                 let mut cur = from;
-                while cur < to && out.len() < max {
+                while cur < to && out.len() < max && *budget > 0 {
                     match pieces.get(k) {
                         Some((po, p)) if *po < to => {
                             push(out, cur, *po, true);
                             let a = cur.max(*po);
                             let b = (po + p.len).min(to);
-                            p.extents_in(a - po, b - po, base.wrapping_add(*po), max, out);
+                            p.extents_in(a - po, b - po, base.wrapping_add(*po), max, budget, out);
                             cur = b;
                             k += 1;
                         }
@@ -333,27 +372,12 @@ impl Pattern {
     /// How many bytes an allocator would have to store for this pattern
     /// (zero fills and gaps cost nothing); saturates.
     pub fn dense_cost(&self) -> u64 {
-        match &*self.node {
-            Node::Data(d) => d.len() as u64,
-            Node::Fill(0) => 0,
-            Node::Fill(_) => self.len,
-            Node::Slice { .. } => self.len,
-            Node::Repeat { inner, .. } => inner
-                .dense_cost()
-                .saturating_mul(self.len / inner.len.max(1)),
-            Node::Map(pieces) => pieces
-                .iter()
-                .fold(0u64, |a, (_, p)| a.saturating_add(p.dense_cost())),
-        }
+        self.cost
     }
 
     /// Depth of the tree (reads recurse this deep).
     pub fn depth(&self) -> usize {
-        match &*self.node {
-            Node::Data(_) | Node::Fill(_) => 1,
-            Node::Slice { inner, .. } | Node::Repeat { inner, .. } => 1 + inner.depth(),
-            Node::Map(pieces) => 1 + pieces.iter().map(|(_, p)| p.depth()).max().unwrap_or(0),
-        }
+        self.depth as usize
     }
 
     /// Store the pattern into `a` at `base` the way nbdkit's evaluator
@@ -375,6 +399,7 @@ impl Pattern {
                 }
                 Ok(())
             }
+            Node::Repeat { inner, .. } if inner.cost == 0 => Ok(()),
             Node::Repeat { inner, .. } => {
                 let mut o = 0;
                 while o < self.len {
@@ -451,6 +476,26 @@ mod tests {
         );
         assert_eq!(ex.last().unwrap().length, 5);
         assert!(ex.last().unwrap().zero);
+    }
+
+    #[test]
+    fn extents_of_huge_repeats_are_bounded() {
+        let big = Pattern::bytes(vec![1u8; 70000]).repeat(1 << 40).unwrap();
+        let t = std::time::Instant::now();
+        let e = big.extents(5, big.size(), 256);
+        assert!(t.elapsed().as_secs() < 2);
+        assert_eq!(e[0].offset, 5);
+        assert!(!e[0].zero && e[0].length > 70000);
+        // Shared subtrees: cost and depth come from construction.
+        let mut p = Pattern::new(Node::Map(vec![(0, Pattern::bytes(vec![1]))]), 100_000);
+        for _ in 0..40 {
+            p = Pattern::new(
+                Node::Map(vec![(0, p.clone()), (p.size(), p.clone())]),
+                p.size() * 2,
+            );
+        }
+        assert_eq!(p.dense_cost(), 1 << 40);
+        assert_eq!(p.depth(), 42);
     }
 
     #[test]

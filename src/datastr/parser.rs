@@ -110,7 +110,10 @@ impl Parser<'_> {
                 format!("{op} cannot be applied to an offset (@...) expression"),
                 at,
             ),
-            Some(_) => Ok(list.pop().expect("checked non-empty")),
+            Some(_) => list.pop().map_or_else(
+                || self.err(format!("{op} must follow an expression"), at),
+                Ok,
+            ),
         }
     }
 
@@ -120,7 +123,9 @@ impl Parser<'_> {
         let Some((neg, _, n, radix)) = lexer::scan_magnitude(s, *i) else {
             return self.parse_error(*i, &format!("expected a number after {what}"));
         };
-        let (v, _) = lexer::scan_i64(s, *i).expect("scan_magnitude succeeded");
+        let Some((v, _)) = lexer::scan_i64(s, *i) else {
+            return self.parse_error(*i, &format!("expected a number after {what}"));
+        };
         if v < 0 {
             return self.err(format!("{what}N must not be negative"), start);
         }

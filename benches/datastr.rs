@@ -50,7 +50,7 @@ fn workloads() -> Vec<Work> {
         .map(|_| format!("0x{:02x}", rnd() as u8))
         .collect();
     // ~1.5 MB of mixed constructs.
-    let mixed: Vec<String> = (0..40_000)
+    let mixed: Vec<String> = (0..100_000)
         .map(|i| match i % 6 {
             0 => format!("\"str{i}\\x41\""),
             1 => format!("le32:{:#x} be16:{}", rnd() as u32, rnd() as u16),

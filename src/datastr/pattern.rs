@@ -400,6 +400,17 @@ impl Pattern {
                 Ok(())
             }
             Node::Repeat { inner, .. } if inner.cost == 0 => Ok(()),
+            Node::Repeat { buf: Some(pb), .. } => {
+                // The buffer holds whole periods from phase 0: write it
+                // over and over in large chunks.
+                let mut o = 0u64;
+                while o < self.len {
+                    let n = (self.len - o).min(pb.len() as u64) as usize;
+                    a.write(&pb[..n], base + o)?;
+                    o += n as u64;
+                }
+                Ok(())
+            }
             Node::Repeat { inner, .. } => {
                 let mut o = 0;
                 while o < self.len {

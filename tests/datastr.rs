@@ -87,6 +87,9 @@ fn in_process(c: &Case) -> Option<Result<Vec<u8>, String>> {
     let mut vars = vec![];
     for p in &c.params {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if k == "allocator" {
+            continue;
+        }
         if k == "size" {
             match nbdscript::params::parse_size(v) {
                 Ok(n) => size = Some(n),
@@ -233,6 +236,12 @@ fn accepted(f: &Files) -> Vec<Case> {
     v.extend([
         with("1 2 3", &["size=2"]),
         with("1", &["size=1000"]),
+        with("1 2 3 @32768 4 (0x55 0xAA)*20000", &["allocator=malloc"]),
+        with("1 2 3 @32768 4 (0x55 0xAA)*20000", &["allocator=zstd"]),
+        with(
+            "(0x55 0xAA)*20000 @100 \"x\"",
+            &["allocator=sparse", "size=50000"],
+        ),
         with("", &["size=512"]),
         with("(0x55)*100", &["size=32769"]),
         with("1", &["size=1M"]),
@@ -604,7 +613,9 @@ fn magic_key_and_relative_file() {
 }
 
 /// Extents (`nbdinfo --map`) match nbdkit's for small strings, which are
-/// written into the allocator the way nbdkit writes them.
+/// written into the allocator the way nbdkit writes them. Our sparse
+/// allocator frees pages written with zeros, so an allocated zero page of
+/// nbdkit's (ZERO) may be a hole here (HOLE|ZERO): compare zero-ness.
 #[test]
 fn extents_match_nbdkit() {
     let strings = [
@@ -633,12 +644,26 @@ fn extents_match_nbdkit() {
             "{prog} {s:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        // (offset, length, reads-as-zero), merged.
+        let mut v: Vec<(u64, u64, bool)> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .take(3)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let zero = f[2] & 2 != 0;
+            match v.last_mut() {
+                Some(l) if l.2 == zero => l.1 += f[1],
+                _ => v.push((f[0], f[1], zero)),
+            }
+        }
+        v
     };
     let fails = par(&strings, |s| {
         let want = map("nbdkit", &["-U", "-"], s);
         let got = map(common::bin(), &[], s);
-        (got != want).then(|| format!("{s:?}:\n nbdkit:\n{want}\n ours:\n{got}"))
+        (got != want).then(|| format!("{s:?}:\n nbdkit: {want:?}\n ours:   {got:?}"))
     });
     assert!(fails.is_empty(), "{}", fails.join("\n"));
 }

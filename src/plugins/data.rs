@@ -103,7 +103,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
         Arc::new(AllocDisk::new(alloc, size))
     } else {
         let overlay = spec
-            .create(0)
+            .create(size)
             .map_err(|e| ConfigError::new(format!("data: allocator={spec_s}: {e}")))?;
         Arc::new(LazyDisk {
             pattern,
@@ -216,6 +216,9 @@ impl LazyDisk {
 }
 
 impl Backend for LazyDisk {
+    fn is_blocking(&self) -> bool {
+        self.overlay.is_blocking()
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.pattern.size())
     }

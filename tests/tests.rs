@@ -4,5 +4,6 @@
 mod alloc;
 mod common;
 mod core;
+mod datastr;
 mod filters;
 mod remote;

@@ -62,7 +62,10 @@ impl Plugin for Memory {
         Ok(self.disk.clone())
     }
     fn dump(&self) -> Vec<(String, String)> {
-        vec![("allocator".into(), self.disk.alloc.name().into())]
+        vec![
+            ("allocator".into(), self.disk.alloc.name().into()),
+            ("allocator_stats".into(), self.disk.alloc.stats()),
+        ]
     }
 }
 
@@ -80,6 +83,10 @@ impl AllocDisk {
 }
 
 impl Backend for AllocDisk {
+    /// zstd compresses on the request path: run it on the worker pool.
+    fn is_blocking(&self) -> bool {
+        self.alloc.is_blocking()
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -54,6 +54,13 @@ pub struct Memory {
     disk: Arc<AllocDisk>,
 }
 
+impl Drop for Memory {
+    /// The stats line at exit (`-v`): bytes stored, compression ratio.
+    fn drop(&mut self) {
+        tracing::debug!("memory: {} allocator: {}", self.disk.alloc.name(), self.disk.alloc.stats());
+    }
+}
+
 impl Plugin for Memory {
     fn name(&self) -> String {
         "memory".into()

@@ -140,6 +140,18 @@ impl Export {
         Ok(buf)
     }
 
+    /// NBD_CMD_READ into a caller's buffer (for cheap inline layers).
+    pub fn read_into(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(
+            self.info.size,
+            buf.len() as u64,
+            offset,
+            Errno::Inval,
+            "read",
+        )?;
+        self.top.pread(buf, offset, 0)
+    }
+
     /// NBD_CMD_WRITE.
     pub fn write(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<()> {
         self.writable("write")?;

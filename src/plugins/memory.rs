@@ -57,7 +57,11 @@ pub struct Memory {
 impl Drop for Memory {
     /// The stats line at exit (`-v`): bytes stored, compression ratio.
     fn drop(&mut self) {
-        tracing::debug!("memory: {} allocator: {}", self.disk.alloc.name(), self.disk.alloc.stats());
+        tracing::debug!(
+            "memory: {} allocator: {}",
+            self.disk.alloc.name(),
+            self.disk.alloc.stats()
+        );
     }
 }
 

@@ -16,7 +16,32 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-/// Requests on a non-blocking export shorter than this run inline.
+/// The socket's write half, shared by the reader (inline replies, written
+/// directly: no hand-off) and the writer task (replies from the pool).
+type SharedWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Unpin + Send>>>;
+
+/// Write a batch of inline replies, then optional zero-copy data.
+async fn write_out(
+    w: &SharedWriter,
+    batch: &mut BytesMut,
+    data: Option<&[u8]>,
+) -> std::io::Result<()> {
+    if batch.is_empty() && data.is_none() {
+        return Ok(());
+    }
+    let mut g = w.lock().await;
+    if !batch.is_empty() {
+        g.write_all(batch).await?;
+        batch.clear();
+    }
+    if let Some(d) = data {
+        g.write_all(d).await?;
+    }
+    g.flush().await
+}
+
+/// Writes on a non-blocking export shorter than this run inline; longer
+/// ones go to the pool so the next request is read meanwhile.
 const INLINE_MAX: u64 = 256 * 1024;
 
 /// Replies smaller than this are coalesced into one write.
@@ -48,8 +73,9 @@ pub async fn serve<R, W>(
     };
     let export = neg.export;
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
-    let writer = tokio::spawn(writer_task(w, rx));
-    let result = request_loop(&mut r, &export, &ci, &shared, tx, &mut shutdown).await;
+    let w: SharedWriter = Arc::new(tokio::sync::Mutex::new(Box::new(w)));
+    let writer = tokio::spawn(writer_task(w.clone(), rx));
+    let result = request_loop(&mut r, &export, &ci, &shared, tx, &w, &mut shutdown).await;
     if let Err(e) = result {
         warn!("connection closed: {e}");
     }
@@ -92,6 +118,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
     ci: &ConnInfo,
     shared: &Arc<Shared>,
     tx: mpsc::UnboundedSender<Reply>,
+    w: &SharedWriter,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let ext = ci.mode == ReplyMode::Extended;
@@ -99,23 +126,15 @@ async fn request_loop<R: AsyncRead + Unpin>(
     let model = export.top().thread_model();
     let conn_lock = Arc::new(parking_lot::Mutex::new(()));
     let mut buf = BytesMut::with_capacity(256 * 1024);
-    // Replies of inline requests are batched and handed to the writer once
-    // per read from the socket: one wake-up and one write per batch.
+    // Replies of inline requests are batched and written once per read
+    // from the socket: one write per batch, no hand-off to another task.
     let mut batch = BytesMut::with_capacity(256 * 1024);
-    let send_batch = |batch: &mut BytesMut| {
-        if !batch.is_empty() {
-            let _ = tx.send(Reply {
-                head: batch.split(),
-                data: None,
-            });
-        }
-    };
     loop {
         let req = loop {
             match parse_request(&mut buf, ext) {
                 Ok(Some(req)) => break req,
                 Ok(None) => {
-                    send_batch(&mut batch);
+                    write_out(w, &mut batch, None).await?;
                     if !fill(r, &mut buf, shutdown).await? {
                         return Ok(());
                     }
@@ -127,7 +146,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         };
         if req.typ == CMD_DISC {
             debug!("client sent DISC");
-            send_batch(&mut batch);
+            write_out(w, &mut batch, None).await?;
             return Ok(());
         }
         let plen = req.payload_len(ext);
@@ -153,22 +172,18 @@ async fn request_loop<R: AsyncRead + Unpin>(
         }
         // Cheap calls run inline; big copies go to the pool so the next
         // request is read while this one is copied.
-        if !blocking && req.length < INLINE_MAX {
-            let rep = dispatch::execute(export, &req, payload, ci);
-            batch.extend_from_slice(&rep.head);
-            if let Some(d) = rep.data {
+        if !blocking && (req.typ != CMD_WRITE || req.length < INLINE_MAX) {
+            if let Some(d) = dispatch::execute_into(export, &req, payload, ci, &mut batch) {
                 if d.len() <= COALESCE {
                     batch.extend_from_slice(&d);
                 } else {
-                    send_batch(&mut batch);
-                    let _ = tx.send(Reply {
-                        head: BytesMut::new(),
-                        data: Some(d),
-                    });
+                    // Big reads go out at once: memory stays bounded by
+                    // what the socket accepts.
+                    write_out(w, &mut batch, Some(&d)).await?;
                 }
             }
             if batch.len() >= 256 * 1024 {
-                send_batch(&mut batch);
+                write_out(w, &mut batch, None).await?;
             }
             continue;
         }
@@ -253,7 +268,7 @@ async fn discard<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Reply>) {
+async fn writer_task(w: SharedWriter, mut rx: mpsc::UnboundedReceiver<Reply>) {
     let mut out = BytesMut::with_capacity(256 * 1024);
     let mut broken = false;
     while let Some(rep) = rx.recv().await {
@@ -261,32 +276,24 @@ async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRec
             continue;
         }
         let mut pending = Some(rep);
+        let mut big: Option<Vec<u8>> = None;
         while let Some(rep) = pending.take() {
             out.extend_from_slice(&rep.head);
             if let Some(d) = rep.data {
                 if d.len() <= COALESCE {
                     out.extend_from_slice(&d);
                 } else {
-                    if w.write_all(&out).await.is_err() || w.write_all(&d).await.is_err() {
-                        broken = true;
-                        break;
-                    }
-                    out.clear();
+                    big = Some(d);
+                    break;
                 }
             }
             if out.len() < 1 << 20 {
                 pending = rx.try_recv().ok();
             }
         }
-        if !broken && !out.is_empty() {
-            if w.write_all(&out).await.is_err() {
-                broken = true;
-            }
-            out.clear();
-        }
-        if !broken && w.flush().await.is_err() {
+        if write_out(&w, &mut out, big.as_deref()).await.is_err() {
             broken = true;
         }
     }
-    let _ = w.shutdown().await;
+    let _ = w.lock().await.shutdown().await;
 }

@@ -5,8 +5,8 @@
 //! `src/script/` may import rhai.
 
 use super::engine::{self, Imports};
-use super::host::{self, Disk};
-use super::{filter::Next, ScriptOptions, ScriptSource};
+use super::host;
+use super::{ScriptOptions, ScriptSource};
 use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
 use arc_swap::ArcSwap;
@@ -282,28 +282,8 @@ fn parse_model(s: &str) -> Option<ThreadModel> {
     })
 }
 
-/// Make a state or handle value keep the changes a script makes: every
-/// entry of a map becomes shared (a copy of the map made by `open` or by
-/// passing it to a callback still refers to the same entries); arrays and
-/// blobs are shared whole. Disks and `next` are references already.
+/// Make a state or handle value keep the changes a script makes: a map
+/// becomes a shared `State` (cloning it shares it).
 pub fn share_entries(v: Dynamic) -> Dynamic {
-    if v.is_shared() {
-        return v;
-    }
-    if v.is_map() {
-        let Some(m) = v.try_cast::<Map>() else {
-            return Dynamic::UNIT;
-        };
-        let m: Map = m.into_iter().map(|(k, x)| (k, share_one(x))).collect();
-        return Dynamic::from_map(m);
-    }
-    share_one(v)
-}
-
-fn share_one(x: Dynamic) -> Dynamic {
-    if x.is_shared() || x.is::<Disk>() || x.is::<Next>() || x.is_unit() {
-        x
-    } else {
-        x.into_shared()
-    }
+    super::state::to_state(v)
 }

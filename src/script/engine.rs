@@ -63,6 +63,7 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports) -> En
     e.set_module_resolver(Resolver { dir, imports });
     host::register(&mut e);
     super::filter::register(&mut e);
+    super::state::register(&mut e);
     e
 }
 

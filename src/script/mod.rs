@@ -16,6 +16,7 @@ mod filter;
 mod host;
 mod plugin;
 mod reload;
+mod state;
 mod stdlib;
 
 pub use filter::ScriptFilter;

@@ -46,3 +46,243 @@ fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
     assert_eq!(c.pread_owned(2, 65535, 0).unwrap_err().errno, Errno::Inval);
     assert_eq!(c.pwrite_owned(vec![1; 2], 65535, 0).unwrap_err().errno, Errno::NoSpc);
 }
+
+fn open(p: &ScriptPlugin) -> std::sync::Arc<dyn Backend> {
+    crate::backend::Plugin::open(p, false, "").unwrap()
+}
+
+#[test]
+fn state_and_handle_persist() {
+    let p = plugin(
+        r#"
+fn config(params) { #{ calls: 0, stats: #{ reads: 0 } } }
+fn open(state, readonly) { #{ state: state, mine: 0 } }
+fn get_size(h) { 4096 }
+fn pread(h, count, offset) {
+    h.state.calls += 1;
+    h.state.stats.reads += 1;
+    if h.state.stats.reads != h.state.calls { throw "nested write-back lost" }
+    if !("calls" in h.state) || h.state.keys().len() != 2 { throw "map functions" }
+    h.mine += 1;
+    let b = blob(count);
+    b[0] = h.state.calls;
+    b[1] = h.mine;
+    b
+}
+"#,
+        &[],
+    );
+    let a = open(&p);
+    let b = open(&p);
+    assert_eq!(a.pread_owned(2, 0, 0).unwrap(), vec![1, 1]);
+    assert_eq!(a.pread_owned(2, 0, 0).unwrap(), vec![2, 2]);
+    // The state is shared by connections, the handle is not.
+    assert_eq!(b.pread_owned(2, 0, 0).unwrap(), vec![3, 1]);
+    assert_eq!(a.pread_owned(2, 0, 0).unwrap(), vec![4, 3]);
+}
+
+#[test]
+fn default_state_is_params_and_handle_is_state() {
+    let p = plugin(
+        r#"
+fn get_size(h) { h.size }
+fn pread(h, count, offset, flags) { pattern(count, h.fill.to_blob()) }
+"#,
+        &[("size", "1M"), ("fill", "ab")],
+    );
+    let c = open(&p);
+    assert_eq!(c.get_size().unwrap(), 1 << 20);
+    assert_eq!(c.pread_owned(5, 0, 0).unwrap(), b"ababa".to_vec());
+    assert!(!c.can_write().unwrap());
+    assert!(!c.can_extents().unwrap());
+}
+
+#[test]
+fn capabilities_follow_functions_and_can_overrides() {
+    let p = plugin(
+        r#"
+fn get_size(h) { "8k" }
+fn pread(h, count, offset) { blob(count) }
+fn pwrite(h, buf, offset) { }
+fn trim(h, count, offset) { }
+fn zero(h, count, offset, flags) { if (flags & nbd::MAY_TRIM) != 0 { nbd_error("ENOTSUP", "no") } }
+fn flush(h) { }
+fn extents(h, count, offset) { [[offset, count, nbd::HOLE | nbd::ZERO]] }
+fn can_trim(h) { false }
+fn can_multi_conn(h) { true }
+fn block_size(h) { [512, 4096, 65536] }
+fn export_description(h) { "hello" }
+fn can_cache(h) { "emulate" }
+"#,
+        &[],
+    );
+    let c = open(&p);
+    assert_eq!(c.get_size().unwrap(), 8192);
+    assert!(c.can_write().unwrap());
+    assert!(!c.can_trim().unwrap());
+    assert!(c.can_zero().unwrap());
+    assert!(c.can_flush().unwrap());
+    assert!(c.can_extents().unwrap());
+    assert!(c.can_multi_conn().unwrap());
+    assert_eq!(c.can_fua().unwrap(), crate::backend::FuaMode::Emulate);
+    assert_eq!(c.can_cache().unwrap(), crate::backend::CacheMode::Emulate);
+    assert_eq!(c.block_size().unwrap().unwrap().preferred, 4096);
+    assert_eq!(c.export_description().unwrap().as_deref(), Some("hello"));
+    assert!(c.is_blocking());
+    assert_eq!(c.thread_model(), crate::backend::ThreadModel::SerializeAllRequests);
+    let e = c.extents(100, 50, 0).unwrap();
+    assert_eq!(e.as_slice().len(), 1);
+    assert_eq!((e.as_slice()[0].offset, e.as_slice()[0].length, e.as_slice()[0].typ), (50, 100, 3));
+    c.zero(10, 0, 0).unwrap();
+    assert_eq!(c.zero(10, 0, crate::backend::flags::MAY_TRIM).unwrap_err().errno, Errno::NotSup);
+}
+
+#[test]
+fn errors_map_to_errno_with_file_line_col() {
+    let p = plugin(
+        "#!/usr/bin/env nbdscript\n\
+fn get_size(h) { 1024 }\n\
+fn pread(h, count, offset) {\n\
+    if offset == 0 { nbd_error(\"ENOSPC\", \"full\") }\n\
+    if offset == 1 { let x = 1 / 0; }\n\
+    if offset == 2 { throw \"oops\" }\n\
+    if offset == 3 { return blob(count - 1) }\n\
+    if offset == 4 { return 42 }\n\
+    blob(count)\n\
+}\n",
+        &[],
+    );
+    let c = open(&p);
+    let e = c.pread_owned(1, 0, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::NoSpc);
+    assert!(e.message.contains("full"), "{e}");
+    let e = c.pread_owned(1, 1, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::Io);
+    assert!(e.message.contains("t.rhai:5:"), "{e}");
+    let e = c.pread_owned(1, 2, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::Io);
+    assert!(e.message.contains("t.rhai:6:") && e.message.contains("oops"), "{e}");
+    assert_eq!(c.pread_owned(4, 3, 0).unwrap_err().errno, Errno::Io);
+    assert_eq!(c.pread_owned(4, 4, 0).unwrap_err().errno, Errno::Io);
+    // The layer still works after errors.
+    assert_eq!(c.pread_owned(4, 8, 0).unwrap(), vec![0; 4]);
+}
+
+#[test]
+fn syntax_errors_keep_line_numbers() {
+    let p = Params::default();
+    let src = "#!/usr/bin/env nbdscript\nfn get_size(h) { 1 }\n\nfn pread(h, c, o) { blob(c) +* }\n";
+    let e = ScriptPlugin::load(&text(src), &p, &opts()).err().unwrap();
+    assert!(e.0.contains("t.rhai:4:"), "{e}");
+    let e = ScriptPlugin::load(&text("fn get_size(h) { 1 }"), &p, &opts()).err().unwrap();
+    assert!(e.0.contains("pread"), "{e}");
+    let e = ScriptPlugin::load(&text("fn get_size(h) { 1 }\nfn pread(h) { 1 }"), &p, &opts()).err().unwrap();
+    assert!(e.0.contains("fn pread(h, count, offset[, flags])"), "{e}");
+}
+
+#[test]
+fn runaway_scripts_are_stopped() {
+    let o = ScriptOptions { max_operations: 100_000, ..opts() };
+    let src = r#"
+fn get_size(h) { 1024 }
+fn deep(n) { deep(n + 1) }
+fn pread(h, count, offset) {
+    if offset == 0 { loop { } }
+    if offset == 1 { deep(0) }
+    if offset == 2 { let s = "x"; loop { s += s; } }
+    blob(count)
+}
+"#;
+    let p = ScriptPlugin::load(&text(src), &Params::default(), &o).unwrap();
+    let c = open(&p);
+    for off in 0..3 {
+        let e = c.pread_owned(1, off, 0).unwrap_err();
+        assert_eq!(e.errno, Errno::Io, "{e}");
+    }
+    assert!(c.pread_owned(1, 0, 0).unwrap_err().message.contains("too many operations"));
+    // The time limit stops it too.
+    let o = ScriptOptions { max_operations: 0, timeout: Some(std::time::Duration::from_millis(50)), ..opts() };
+    let p = ScriptPlugin::load(&text(src), &Params::default(), &o).unwrap();
+    let e = open(&p).pread_owned(1, 0, 0).unwrap_err();
+    assert!(e.message.contains("time limit"), "{e}");
+}
+
+#[test]
+fn sandbox() {
+    let e = ScriptPlugin::load(
+        &text("fn get_size(h) { eval(\"1\") }\nfn pread(h,c,o) { blob(c) }"),
+        &Params::default(),
+        &opts(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.0.contains("eval"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.rhai"), "fn size() { 777 }").unwrap();
+    let main = dir.path().join("main.rhai");
+    std::fs::write(&main, "fn get_size(h) { import \"lib\" as lib; lib::size() }\nfn pread(h,c,o) { blob(c) }").unwrap();
+    let p = ScriptPlugin::load(&ScriptSource::File(main.clone()), &Params::default(), &opts()).unwrap();
+    assert_eq!(open(&p).get_size().unwrap(), 777);
+    for bad in ["../lib", "/etc/passwd"] {
+        std::fs::write(&main, format!("import \"{bad}\" as x;\nfn get_size(h) {{ 1 }}\nfn pread(h,c,o) {{ blob(c) }}")).unwrap();
+        let e = ScriptPlugin::load(&ScriptSource::File(main.clone()), &Params::default(), &opts()).err().unwrap();
+        assert!(e.0.contains("directory"), "{e}");
+    }
+    // A script from standard input may import nothing from the filesystem.
+    let e = ScriptPlugin::load(&text("import \"lib\" as x;\nfn get_size(h) { 1 }\nfn pread(h,c,o) { blob(c) }"), &Params::default(), &opts()).err().unwrap();
+    assert!(e.0.contains("std/"), "{e}");
+}
+
+#[test]
+fn host_functions() {
+    let p = plugin(
+        r#"
+fn get_size(h) { parse_size("1M") }
+fn pread(h, count, offset) {
+    let b = pattern(count, blob(2, 0xAB));
+    if offset == 1 { b.fill(0); }
+    if offset == 2 { b.write_blob(1, blob(2, 0x11)); }
+    if offset == 3 { b.write_blob(3, blob(2, 0x11)); }
+    if offset == 4 { b = blob(count); if !b.is_zero() { throw "not zero" } }
+    if offset == 5 { return data("1 2 3") }
+    b
+}
+"#,
+        &[],
+    );
+    let c = open(&p);
+    assert_eq!(c.get_size().unwrap(), 1 << 20);
+    assert_eq!(c.pread_owned(4, 0, 0).unwrap(), vec![0xAB; 4]);
+    assert_eq!(c.pread_owned(4, 1, 0).unwrap(), vec![0; 4]);
+    assert_eq!(c.pread_owned(4, 2, 0).unwrap(), vec![0xAB, 0x11, 0x11, 0xAB]);
+    assert_eq!(c.pread_owned(4, 3, 0).unwrap_err().errno, Errno::Inval);
+    assert_eq!(c.pread_owned(4, 4, 0).unwrap(), vec![0; 4]);
+    assert!(c.pread_owned(4, 5, 0).unwrap_err().message.contains("data()"));
+}
+
+#[test]
+fn disk_extents_trim_zero() {
+    let p = plugin(
+        r#"
+fn config(p) { #{ d: disk(1048576) } }
+fn get_size(h) { h.d.size() }
+fn pread(h, count, offset) { h.d.pread(count, offset) }
+fn pwrite(h, buf, offset) { h.d.pwrite(buf, offset) }
+fn trim(h, count, offset) { h.d.trim(count, offset) }
+fn zero(h, count, offset) { h.d.zero(count, offset) }
+fn extents(h, count, offset) { h.d.extents(count, offset) }
+fn flush(h) { h.d.flush() }
+fn thread_model() { "parallel" }
+"#,
+        &[],
+    );
+    let c = open(&p);
+    assert_eq!(c.thread_model(), crate::backend::ThreadModel::Parallel);
+    c.pwrite_owned(vec![1; 65536], 65536, 0).unwrap();
+    let e = c.extents(1 << 20, 0, 0).unwrap();
+    let v: Vec<_> = e.as_slice().iter().map(|x| (x.offset, x.length, x.typ)).collect();
+    assert_eq!(v, vec![(0, 65536, 3), (65536, 65536, 0), (131072, 917504, 3)]);
+    c.zero(65536, 65536, 0).unwrap();
+    assert!(c.pread_owned(65536, 65536, 0).unwrap().iter().all(|b| *b == 0));
+    c.flush(0).unwrap();
+}

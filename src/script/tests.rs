@@ -286,3 +286,129 @@ fn thread_model() { "parallel" }
     assert!(c.pread_owned(65536, 65536, 0).unwrap().iter().all(|b| *b == 0));
     c.flush(0).unwrap();
 }
+
+fn memory(size: u64) -> std::sync::Arc<dyn Backend> {
+    let a = crate::alloc::AllocSpec::Sparse.create(size).unwrap();
+    std::sync::Arc::new(crate::plugins::memory::AllocDisk::new(a, size))
+}
+
+fn filter(s: &str) -> ScriptFilter {
+    match ScriptFilter::load(&text(s), &Params::default(), &opts()) {
+        Ok(f) => f,
+        Err(e) => panic!("load failed: {e}"),
+    }
+}
+
+#[test]
+fn filter_offset_and_passthrough() {
+    let f = filter(
+        r#"
+fn get_size(next, h) { next.get_size() - 512 }
+fn pread(next, h, count, offset, flags) { next.pread(count, offset + 512, flags) }
+fn pwrite(next, h, buf, offset) { next.pwrite(buf, offset + 512) }
+"#,
+    );
+    let low = memory(4096);
+    low.pwrite(&[9; 4], 512, 0).unwrap();
+    let c = crate::backend::Filter::open(&f, low.clone(), false).unwrap();
+    assert_eq!(c.get_size().unwrap(), 3584);
+    assert_eq!(c.pread_owned(4, 0, 0).unwrap(), vec![9; 4]);
+    c.pwrite_owned(vec![5; 2], 10, 0).unwrap();
+    let mut b = [0u8; 2];
+    low.pread(&mut b, 522, 0).unwrap();
+    assert_eq!(b, [5, 5]);
+    // Not defined by the filter: straight to the layer below.
+    assert!(c.can_trim().unwrap() && c.can_extents().unwrap());
+    c.trim(4096, 0, 0).unwrap();
+    assert_eq!(c.extents(4096, 0, 0).unwrap().as_slice()[0].typ, 3);
+    // A request past the end of the layer below fails with its errno.
+    assert_eq!(c.pwrite_owned(vec![1; 2], 3583, 0).unwrap_err().errno, Errno::NoSpc);
+    assert_eq!(c.pread_owned(2, 3583, 0).unwrap_err().errno, Errno::Inval);
+}
+
+#[test]
+fn filter_errors_are_catchable_with_errno() {
+    let f = filter(
+        r#"
+fn config(p) { #{ writes: 0 } }
+fn can_write(next, h) { true }
+fn can_zero(next, h) { false }
+fn pwrite(next, h, buf, offset, flags) {
+    h.writes += 1;
+    try {
+        next.pwrite(buf, offset, flags);
+    } catch (e) {
+        if e.errno == "EPERM" { nbd_error("ENOSPC", "below is read-only: " + e.message) }
+        throw e;
+    }
+}
+fn pread(next, h, count, offset) {
+    try { next.pread(count, offset + 100000) } catch (e) { nbd_error(e.errno, "rethrown") }
+}
+"#,
+    );
+    struct Ro;
+    impl Backend for Ro {
+        fn get_size(&self) -> crate::backend::Result<u64> {
+            Ok(1024)
+        }
+    }
+    let low = std::sync::Arc::new(Ro) as std::sync::Arc<dyn Backend>;
+    let c = crate::backend::Filter::open(&f, low, false).unwrap();
+    assert!(c.can_write().unwrap());
+    let e = c.pwrite_owned(vec![1], 0, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::NoSpc, "{e}");
+    assert!(e.message.contains("read-only"), "{e}");
+    let e = c.pread_owned(1, 0, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::Inval, "{e}");
+}
+
+#[test]
+fn reload_swaps_code_keeps_state_and_refuses_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.rhai");
+    let v1 = "fn config(p) { #{ d: disk(4096) } }\nfn get_size(h) { h.d.size() }\nfn pwrite(h, b, o) { h.d.pwrite(b, o) }\nfn pread(h, c, o) { if o == 0 { pattern(c, blob(1, 1)) } else { h.d.pread(c, o) } }\n";
+    std::fs::write(&path, v1).unwrap();
+    let p = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &opts()).unwrap();
+    let c = open(&p);
+    c.pwrite_owned(vec![7; 16], 1024, 0).unwrap();
+    assert_eq!(c.pread_owned(2, 0, 0).unwrap(), vec![1, 1]);
+    std::fs::write(&path, v1.replace("blob(1, 1)", "blob(1, 2)")).unwrap();
+    p.reload().unwrap();
+    assert_eq!(c.pread_owned(2, 0, 0).unwrap(), vec![2, 2]);
+    std::fs::write(&path, v1.replace("blob(1, 1)", "blob(1, 3) +")).unwrap();
+    let e = p.reload().unwrap_err();
+    assert!(e.contains("p.rhai:4:"), "{e}");
+    assert_eq!(c.pread_owned(2, 0, 0).unwrap(), vec![2, 2]);
+    // Adding config() (which would have to run again) is refused too.
+    let v0 = "fn get_size(h) { 4096 }\nfn pread(h, c, o) { blob(c) }\n";
+    std::fs::write(&path, v0).unwrap();
+    let q = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &opts()).unwrap();
+    std::fs::write(&path, format!("fn config(p) {{ 1 }}\n{v0}")).unwrap();
+    assert!(q.reload().unwrap_err().contains("config"));
+    std::fs::write(&path, v1.replace("blob(1, 1)", "blob(1, 4)")).unwrap();
+    p.reload().unwrap();
+    assert_eq!(c.pread_owned(2, 0, 0).unwrap(), vec![4, 4]);
+    assert_eq!(c.pread_owned(16, 1024, 0).unwrap(), vec![7; 16]);
+}
+
+#[test]
+fn watcher_reloads_on_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.rhai");
+    let v = |n: u8| format!("fn get_size(h) {{ 4096 }}\nfn pread(h, c, o) {{ pattern(c, blob(1, {n})) }}\n");
+    std::fs::write(&path, v(1)).unwrap();
+    let o = ScriptOptions { watch: true, ..opts() };
+    let p = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &o).unwrap();
+    let c = open(&p);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![1]);
+    let t = std::time::Instant::now();
+    std::fs::write(&path, v(2)).unwrap();
+    // The reload is asynchronous: poll for the new behaviour (bounded).
+    while c.pread_owned(1, 0, 0).unwrap() != vec![2] {
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "no reload after 5 s");
+        std::thread::yield_now();
+    }
+    eprintln!("reload delay: {:?}", t.elapsed());
+    assert!(t.elapsed() < std::time::Duration::from_millis(1000));
+}

@@ -5,8 +5,10 @@
 
 pub mod alloc;
 pub mod backend;
+pub mod cli;
 pub mod datastr;
 pub mod filters;
+pub mod hexdump;
 pub mod params;
 pub mod plugins;
 pub mod protocol;

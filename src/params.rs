@@ -44,9 +44,8 @@ impl Params {
 
     /// A required parameter.
     pub fn require(&self, key: &str, layer: &str) -> Result<&str, ConfigError> {
-        self.get(key).ok_or_else(|| {
-            ConfigError::new(format!("{layer}: the parameter {key}= is required"))
-        })
+        self.get(key)
+            .ok_or_else(|| ConfigError::new(format!("{layer}: the parameter {key}= is required")))
     }
 
     /// A size parameter (`64M`, `1G`, `512`), if present.
@@ -101,9 +100,7 @@ impl Params {
 /// suffix `b` (1), `s` (512), `k K M G T P E` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let digits_end = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if digits_end == 0 {
         return Err(format!(
             "could not parse size {s:?}: expected a number with an optional suffix k, M, G, T, P, E"

@@ -2,3 +2,4 @@
 //! `nbdscript` and checks it with real NBD clients.
 
 mod common;
+mod core;

@@ -68,7 +68,13 @@ pub trait Allocator: Send + Sync + 'static {
     /// Set `count` bytes at `offset` to zero, freeing whole pages.
     fn zero(&self, count: u64, offset: u64) -> Result<()>;
     /// Copy `count` bytes from `src` at `src_offset` to `dst_offset` here.
-    fn blit(&self, src: &dyn Allocator, count: u64, src_offset: u64, dst_offset: u64) -> Result<()> {
+    fn blit(
+        &self,
+        src: &dyn Allocator,
+        count: u64,
+        src_offset: u64,
+        dst_offset: u64,
+    ) -> Result<()> {
         let mut buf = vec![0u8; count.min(1 << 20) as usize];
         let mut done = 0u64;
         while done < count {

@@ -39,9 +39,11 @@ impl Allocator for Sparse {
 
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let pages = self.pages.read();
-        Self::each(buf.len() as u64, offset, |p, inpg, b, n| match pages.get(&p) {
-            Some(pg) => buf[b..b + n].copy_from_slice(&pg[inpg..inpg + n]),
-            None => buf[b..b + n].fill(0),
+        Self::each(buf.len() as u64, offset, |p, inpg, b, n| {
+            match pages.get(&p) {
+                Some(pg) => buf[b..b + n].copy_from_slice(&pg[inpg..inpg + n]),
+                None => buf[b..b + n].fill(0),
+            }
         });
         Ok(())
     }

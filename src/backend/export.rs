@@ -66,7 +66,11 @@ impl Export {
             can_zero: can_zero_native,
             can_fast_zero: !readonly && top.can_fast_zero()?,
             can_extents: top.can_extents()?,
-            fua: if readonly { FuaMode::None } else { top.can_fua()? },
+            fua: if readonly {
+                FuaMode::None
+            } else {
+                top.can_fua()?
+            },
             can_multi_conn: top.can_multi_conn()?,
             cache: top.can_cache()?,
             is_rotational: top.is_rotational()?,
@@ -139,7 +143,13 @@ impl Export {
     /// NBD_CMD_WRITE.
     pub fn write(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<()> {
         self.writable("write")?;
-        check_range(self.info.size, buf.len() as u64, offset, Errno::NoSpc, "write")?;
+        check_range(
+            self.info.size,
+            buf.len() as u64,
+            offset,
+            Errno::NoSpc,
+            "write",
+        )?;
         self.top.pwrite_owned(buf, offset, self.fua_flag(fua))?;
         self.fua_after(fua)
     }
@@ -164,11 +174,21 @@ impl Export {
     }
 
     /// NBD_CMD_WRITE_ZEROES. `may_trim` is the inverse of NO_HOLE.
-    pub fn zero(&self, count: u64, offset: u64, fua: bool, may_trim: bool, fast: bool) -> Result<()> {
+    pub fn zero(
+        &self,
+        count: u64,
+        offset: u64,
+        fua: bool,
+        may_trim: bool,
+        fast: bool,
+    ) -> Result<()> {
         self.writable("write zeroes")?;
         check_range(self.info.size, count, offset, Errno::NoSpc, "write zeroes")?;
         if fast && !self.info.can_fast_zero {
-            return Err(BackendError::new(Errno::NotSup, "fast zero is not supported"));
+            return Err(BackendError::new(
+                Errno::NotSup,
+                "fast zero is not supported",
+            ));
         }
         let mut f = self.fua_flag(fua);
         if may_trim {
@@ -184,7 +204,10 @@ impl Export {
                 Err(e) => return Err(e),
             }
         } else if fast {
-            return Err(BackendError::new(Errno::NotSup, "fast zero is not supported"));
+            return Err(BackendError::new(
+                Errno::NotSup,
+                "fast zero is not supported",
+            ));
         }
         // Emulate with pwrite of zeros.
         let chunk = count.min(EMULATE_CHUNK) as usize;
@@ -192,7 +215,8 @@ impl Export {
         let mut done = 0u64;
         while done < count {
             let n = (count - done).min(chunk as u64) as usize;
-            self.top.pwrite(&zeros[..n], offset + done, self.fua_flag(fua))?;
+            self.top
+                .pwrite(&zeros[..n], offset + done, self.fua_flag(fua))?;
             done += n as u64;
         }
         self.fua_after(fua)
@@ -220,7 +244,9 @@ impl Export {
         };
         if e.is_empty() {
             if self.info.can_extents {
-                return Err(BackendError::io("extents returned no extent for the request"));
+                return Err(BackendError::io(
+                    "extents returned no extent for the request",
+                ));
             }
             e.add(offset, count, super::extent_type::DATA)?;
         }

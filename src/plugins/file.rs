@@ -18,7 +18,10 @@ pub const DEF: PluginDef = PluginDef {
     name: "file",
     aliases: &[],
     magic_key: Some("file"),
-    params: &[("file", "path of the file or block device to serve (required)")],
+    params: &[(
+        "file",
+        "path of the file or block device to serve (required)",
+    )],
     description: "serve a local file or block device",
     make,
 };
@@ -26,9 +29,8 @@ pub const DEF: PluginDef = PluginDef {
 fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
     p.check_known("file", &DEF.keys())?;
     let path = PathBuf::from(p.require("file", "file")?);
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        ConfigError::new(format!("file: cannot open file={}: {e}", path.display()))
-    })?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| ConfigError::new(format!("file: cannot open file={}: {e}", path.display())))?;
     if meta.is_dir() {
         return Err(ConfigError::new(format!(
             "file: file={} is a directory; give a regular file or block device",
@@ -152,7 +154,9 @@ impl Backend for FileHandle {
     fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                BackendError::io(format!("read at {offset}: the file is shorter than expected"))
+                BackendError::io(format!(
+                    "read at {offset}: the file is shorter than expected"
+                ))
             } else {
                 BackendError::from_io("pread", &e)
             }
@@ -221,7 +225,11 @@ impl Backend for FileHandle {
                 }
             };
             if data > pos {
-                e.add(pos, data.min(end) - pos, extent_type::HOLE | extent_type::ZERO)?;
+                e.add(
+                    pos,
+                    data.min(end) - pos,
+                    extent_type::HOLE | extent_type::ZERO,
+                )?;
                 pos = data;
                 continue;
             }

@@ -28,9 +28,9 @@ pub const DEF: PluginDef = PluginDef {
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
     p.check_known("memory", &DEF.keys())?;
-    let size = p
-        .size("size")?
-        .ok_or_else(|| ConfigError::new("memory: the parameter size= is required, e.g. memory size=1G"))?;
+    let size = p.size("size")?.ok_or_else(|| {
+        ConfigError::new("memory: the parameter size= is required, e.g. memory size=1G")
+    })?;
     let spec = AllocSpec::parse(p.get("allocator").unwrap_or("sparse"))
         .map_err(|e| ConfigError::new(format!("memory: {e}")))?;
     let alloc = spec

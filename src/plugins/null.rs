@@ -2,9 +2,7 @@
 //! Same parameters as nbdkit-null-plugin.
 
 use super::PluginDef;
-use crate::backend::{
-    extent_type, Backend, CacheMode, Extents, FuaMode, Plugin, Result,
-};
+use crate::backend::{extent_type, Backend, CacheMode, Extents, FuaMode, Plugin, Result};
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
 

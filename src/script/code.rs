@@ -33,6 +33,7 @@ macro_rules! callbacks {
 // name, plugin min and max arity, whether filters get `next` first.
 callbacks! {
     Config = "config", 0, 1, false;
+    ParamsCb = "params", 0, 0, false;
     ThreadModelCb = "thread_model", 0, 0, false;
     Open = "open", 0, 2, false;
     Close = "close", 1, 1, true;
@@ -127,6 +128,7 @@ impl Code {
 fn signature(name: &str, kind: Kind) -> String {
     let args = match name {
         "config" => "params",
+        "params" => "",
         "thread_model" => "",
         "open" if kind == Kind::Filter => "[next, ]state, readonly",
         "open" => "state, readonly",
@@ -135,7 +137,7 @@ fn signature(name: &str, kind: Kind) -> String {
         "flush" => "h[, flags]",
         _ => "h",
     };
-    let next = if kind == Kind::Filter && !matches!(name, "config" | "thread_model" | "open") {
+    let next = if kind == Kind::Filter && !matches!(name, "config" | "params" | "thread_model" | "open") {
         "next, "
     } else {
         ""
@@ -158,6 +160,8 @@ pub struct Host {
     pub kind: Kind,
     pub source: ScriptSource,
     pub imports: Imports,
+    /// The parameter keys the script declares with `fn params()`.
+    pub declared: Option<Vec<String>>,
 }
 
 impl Host {
@@ -172,9 +176,20 @@ impl Host {
         let imports = Imports::default();
         let engine = engine::build(opts, source.dir(), imports.clone());
         let code = compile(&engine, opts, &text, &name, kind).map_err(ConfigError::new)?;
+        let declared = if code.has(Cb::ParamsCb) {
+            let v = call_raw(&engine, opts, &code, &name, Cb::ParamsCb, vec![])
+                .map_err(|e| ConfigError::new(e.message))?;
+            Some(declared_keys(v).ok_or_else(|| {
+                ConfigError::new(format!("{name}: params() must return an array of names or a map of name: help"))
+            })?)
+        } else {
+            None
+        };
         let mut pm = Map::new();
         for (k, v) in &params.items {
-            pm.insert(k.as_str().into(), Dynamic::from(v.clone()));
+            if declared.as_ref().is_none_or(|d| d.contains(k)) {
+                pm.insert(k.as_str().into(), Dynamic::from(v.clone()));
+            }
         }
         let pm = Dynamic::from_map(pm);
         let state = if code.has(Cb::Config) {
@@ -202,6 +217,7 @@ impl Host {
             kind,
             source: source.clone(),
             imports,
+            declared,
         })
     }
 
@@ -271,6 +287,17 @@ pub fn call_raw(
             Err(err)
         }
     }
+}
+
+fn declared_keys(v: Dynamic) -> Option<Vec<String>> {
+    if v.is_map() {
+        return Some(v.try_cast::<Map>()?.keys().map(|k| k.to_string()).collect());
+    }
+    v.into_array()
+        .ok()?
+        .into_iter()
+        .map(|x| x.into_string().ok())
+        .collect()
 }
 
 fn parse_model(s: &str) -> Option<ThreadModel> {

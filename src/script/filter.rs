@@ -31,6 +31,11 @@ impl ScriptFilter {
     pub fn reload(&self) -> std::result::Result<(), String> {
         self.host.reload()
     }
+
+    /// The parameter keys the script declares with `fn params()`.
+    pub fn param_keys(&self) -> Vec<String> {
+        self.host.declared.clone().unwrap_or_default()
+    }
 }
 
 impl Filter for ScriptFilter {

@@ -71,11 +71,11 @@ pub fn to_backend_error_kind(err: &EvalAltResult, file: &str, callback: &str) ->
             (BackendError::io(format!("{at}: {callback}: script error: {v}")), false)
         }
         EvalAltResult::ErrorTooManyOperations(_) => (
-            BackendError::io(format!("{at}: {callback}: stopped: too many operations")),
+            BackendError::io(format!("{at}: {callback}: stopped: too many operations (--max-operations)")),
             false,
         ),
         EvalAltResult::ErrorTerminated(_, _) => (
-            BackendError::io(format!("{at}: {callback}: stopped: the call ran past its time limit")),
+            BackendError::io(format!("{at}: {callback}: stopped: the call ran past its time limit (--script-timeout)")),
             false,
         ),
         _ => (

@@ -3,9 +3,10 @@
 //! may import rhai; it may use `backend`, `alloc`, `datastr`, `params`, but
 //! never tokio or the server.
 //!
-//! Entry points for the command line: [`ScriptSource::from_arg`], then
-//! [`load_plugin`] or [`load_filter`]; [`stdlib_names`] lists the built-in
-//! library. Thread model: a script chooses with
+//! Entry points for the command line: [`load_plugin`] / [`load_filter`]
+//! by name (path, `-`, or built-in), or [`load_plugin_from`] /
+//! [`load_filter_from`] with a [`ScriptSource`]; [`stdlib_names`] lists the
+//! built-in library. Thread model: a script chooses with
 //! `fn thread_model() { "parallel" }` (or `"serialize_requests"`,
 //! `"serialize_all_requests"`, the default); script calls always block, so
 //! the server runs them on its worker pool.
@@ -21,9 +22,13 @@ mod stdlib;
 
 pub use filter::ScriptFilter;
 pub use plugin::ScriptPlugin;
-pub use stdlib::{stdlib_names, stdlib_source};
+pub use stdlib::{
+    is_stdlib_filter, is_stdlib_plugin, stdlib_filters, stdlib_magic_key, stdlib_names,
+    stdlib_plugins, stdlib_source,
+};
 
 use crate::backend::{Filter, Plugin};
+use crate::cli::ScriptFlags;
 use crate::params::{ConfigError, Params};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +67,25 @@ impl Default for ScriptOptions {
             max_array_size: 64 << 20,
             max_map_size: 1 << 20,
             allow_files: false,
+        }
+    }
+}
+
+impl From<&ScriptFlags> for ScriptOptions {
+    /// The command line's flags (`--no-watch`, `--max-operations N`,
+    /// `--script-timeout MS`, `--allow-files`); 0 means unlimited.
+    fn from(f: &ScriptFlags) -> Self {
+        let d = ScriptOptions::default();
+        ScriptOptions {
+            watch: f.watch,
+            max_operations: f.max_operations.unwrap_or(d.max_operations),
+            timeout: match f.timeout_ms {
+                None => d.timeout,
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
+            allow_files: f.allow_files,
+            ..d
         }
     }
 }
@@ -130,9 +154,39 @@ impl ScriptSource {
     }
 }
 
+/// Load a script plugin named on the command line: a path, `-` (standard
+/// input) or a built-in library name.
+pub fn load_plugin(name: &str, params: &Params, flags: &ScriptFlags) -> Result<Arc<dyn Plugin>, ConfigError> {
+    let src = source_for(name)?;
+    load_plugin_from(&src, params, &ScriptOptions::from(flags))
+}
+
+/// Load a script filter named on the command line. Returns the filter and
+/// the parameter keys it takes (declared by the script's `fn params()`;
+/// empty when it declares none, and then it sees every parameter).
+pub fn load_filter(
+    name: &str,
+    params: &Params,
+    flags: &ScriptFlags,
+) -> Result<(Arc<dyn Filter>, Vec<String>), ConfigError> {
+    let src = source_for(name)?;
+    let f = ScriptFilter::load(&src, params, &ScriptOptions::from(flags))?;
+    let keys = f.param_keys();
+    Ok((Arc::new(f), keys))
+}
+
+fn source_for(name: &str) -> Result<ScriptSource, ConfigError> {
+    ScriptSource::from_arg(name)?.ok_or_else(|| {
+        ConfigError::new(format!(
+            "{name:?} is neither a script path nor a built-in script; built-in: {}",
+            stdlib_names().join(", ")
+        ))
+    })
+}
+
 /// Load a script plugin: compile it, run `config(params)` once, and (for a
 /// file, when `opts.watch`) watch it for changes.
-pub fn load_plugin(
+pub fn load_plugin_from(
     source: &ScriptSource,
     params: &Params,
     opts: &ScriptOptions,
@@ -140,8 +194,8 @@ pub fn load_plugin(
     Ok(Arc::new(ScriptPlugin::load(source, params, opts)?))
 }
 
-/// Load a script filter (same rules as [`load_plugin`]).
-pub fn load_filter(
+/// Load a script filter (same rules as [`load_plugin_from`]).
+pub fn load_filter_from(
     source: &ScriptSource,
     params: &Params,
     opts: &ScriptOptions,

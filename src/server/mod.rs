@@ -1,1 +1,33 @@
-//! placeholder
+//! The server: listeners (TCP, Unix, stdin, systemd activation), the
+//! handshake, the request loop, captive `--run` and shutdown.
+//! Uses tokio; talks to `protocol` for frames and `backend` for data.
+//! Must not import rhai or any plugin.
+
+mod connection;
+mod dispatch;
+mod listen;
+mod negotiate;
+
+pub use listen::{run, Listener};
+
+use crate::backend::Stack;
+use std::sync::Arc;
+
+/// What every connection needs to know.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub stack: Stack,
+    /// `-r`: read-only whatever the plugin can do.
+    pub readonly: bool,
+    /// `-e`: the export name listed by NBD_OPT_LIST (and used in URIs).
+    pub export_name: String,
+    /// Offer NBD_OPT_EXTENDED_HEADERS.
+    pub extended_headers: bool,
+}
+
+/// Shared per-process state.
+pub struct Shared {
+    pub config: ServerConfig,
+    /// Held by requests of `SerializeAllRequests` layers.
+    pub global_lock: Arc<parking_lot::Mutex<()>>,
+}

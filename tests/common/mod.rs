@@ -101,10 +101,11 @@ impl Server {
         format!("driver=nbd,path={}", self.sock.display())
     }
 
-    /// Run nbdsh with `-u URI -c SCRIPT` (`h` is the handle, `nbd` the module).
+    /// Run nbdsh with `--base-allocation -u URI -c SCRIPT` (`h` is the
+    /// handle, `nbd` the module).
     /// Panics with stderr unless it succeeds; returns stdout.
     pub fn nbdsh(&self, script: &str) -> String {
-        let out = self.nbdsh_output(&[], script);
+        let out = self.nbdsh_output(&["--base-allocation"], script);
         assert!(
             out.status.success(),
             "nbdsh failed: {}\nscript:\n{script}",

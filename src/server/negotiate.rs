@@ -1,0 +1,327 @@
+//! The fixed-newstyle handshake: greeting, options, and the opened export
+//! that transmission starts with. Options are answered strictly in order;
+//! unknown ones get ERR_UNSUP and negotiation goes on.
+
+use super::Shared;
+use crate::backend::{CacheMode, Export, FuaMode};
+use crate::protocol::consts::*;
+use crate::protocol::handshake as hs;
+use crate::protocol::ReplyMode;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+/// The outcome of a successful handshake.
+pub struct Negotiated {
+    pub export: Export,
+    pub mode: ReplyMode,
+    pub base_allocation: bool,
+    pub flags: u16,
+}
+
+/// Option payloads larger than this close the connection instead of
+/// being read and discarded.
+const DISCARD_LIMIT: u32 = 16 << 20;
+
+/// Transmission flags for an export under a reply mode.
+pub fn transmission_flags(export: &Export, mode: ReplyMode) -> u16 {
+    let i = export.info();
+    let mut f = FLAG_HAS_FLAGS;
+    if i.readonly {
+        f |= FLAG_READ_ONLY;
+    }
+    if i.can_flush {
+        f |= FLAG_SEND_FLUSH;
+    }
+    if i.fua != FuaMode::None {
+        f |= FLAG_SEND_FUA;
+    }
+    if i.is_rotational {
+        f |= FLAG_ROTATIONAL;
+    }
+    if i.can_trim {
+        f |= FLAG_SEND_TRIM;
+    }
+    if !i.readonly {
+        f |= FLAG_SEND_WRITE_ZEROES;
+        if i.can_fast_zero {
+            f |= FLAG_SEND_FAST_ZERO;
+        }
+    }
+    if mode != ReplyMode::Simple {
+        f |= FLAG_SEND_DF;
+    }
+    if i.can_multi_conn {
+        f |= FLAG_CAN_MULTI_CONN;
+    }
+    if i.cache != CacheMode::None {
+        f |= FLAG_SEND_CACHE;
+    }
+    f
+}
+
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: u32,
+) -> std::io::Result<Option<Vec<u8>>> {
+    if len > MAX_OPTION_LEN {
+        if len > DISCARD_LIMIT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("option payload of {len} bytes is too large"),
+            ));
+        }
+        let mut sink = tokio::io::sink();
+        tokio::io::copy(&mut r.take(len as u64), &mut sink).await?;
+        return Ok(None);
+    }
+    let mut p = vec![0u8; len as usize];
+    r.read_exact(&mut p).await?;
+    Ok(Some(p))
+}
+
+/// Open the export on behalf of GO/INFO/EXPORT_NAME, off the reactor when
+/// the plugin may block.
+async fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
+    let stack = shared.config.stack.clone();
+    let ro = shared.config.readonly;
+    let name = name.to_string();
+    let res = tokio::task::spawn_blocking(move || stack.open(ro, &name)).await;
+    match res {
+        Ok(Ok(e)) => Ok(e),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("open failed: {e}")),
+    }
+}
+
+/// Run the handshake. `Ok(None)` means the client ended it (ABORT or
+/// disconnect) without entering transmission.
+pub async fn negotiate<R, W>(
+    r: &mut R,
+    w: &mut W,
+    shared: &Shared,
+) -> std::io::Result<Option<Negotiated>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    w.write_all(&hs::greeting()).await?;
+    w.flush().await?;
+    let cflags = r.read_u32().await?;
+    let no_zeroes = hs::parse_client_flags(cflags)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0))?;
+    let mut mode = ReplyMode::Simple;
+    let mut base_allocation = false;
+    let mut out = BytesMut::with_capacity(1024);
+    loop {
+        let mut hdr = BytesMut::with_capacity(16);
+        hdr.resize(16, 0);
+        r.read_exact(&mut hdr).await?;
+        let h = hs::parse_option_header(&mut hdr)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0))?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "short option"))?;
+        let payload = read_payload(r, h.len).await?;
+        debug!(option = h.option, len = h.len, "option");
+        out.clear();
+        let p = match payload {
+            Some(p) => p,
+            None => {
+                hs::option_error(
+                    &mut out,
+                    h.option,
+                    REP_ERR_TOO_BIG,
+                    "option payload too large",
+                );
+                w.write_all(&out).await?;
+                continue;
+            }
+        };
+        match h.option {
+            OPT_EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&p).into_owned();
+                let export = match open_export(shared, &name).await {
+                    Ok(e) => e,
+                    Err(msg) => {
+                        warn!("EXPORT_NAME {name:?}: {msg}; closing");
+                        return Ok(None);
+                    }
+                };
+                let flags = transmission_flags(&export, mode);
+                hs::export_name_reply(&mut out, export.size(), flags, no_zeroes);
+                w.write_all(&out).await?;
+                w.flush().await?;
+                return Ok(Some(Negotiated {
+                    export,
+                    mode,
+                    base_allocation,
+                    flags,
+                }));
+            }
+            OPT_ABORT => {
+                hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                let _ = w.write_all(&out).await;
+                let _ = w.flush().await;
+                return Ok(None);
+            }
+            OPT_LIST => {
+                if !p.is_empty() {
+                    hs::option_error(&mut out, h.option, REP_ERR_INVALID, "LIST takes no data");
+                } else {
+                    let mut names = shared.config.stack.list_exports();
+                    if !shared.config.export_name.is_empty() {
+                        names = vec![(shared.config.export_name.clone(), String::new())];
+                    }
+                    for (n, d) in names {
+                        hs::server_entry(&mut out, &n, &d);
+                    }
+                    hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                }
+            }
+            OPT_INFO | OPT_GO => {
+                let go = match hs::parse_go(&p) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        hs::option_error(&mut out, h.option, REP_ERR_INVALID, &e.0);
+                        w.write_all(&out).await?;
+                        continue;
+                    }
+                };
+                let export = match open_export(shared, &go.name).await {
+                    Ok(e) => e,
+                    Err(msg) => {
+                        warn!("cannot open export {:?}: {msg}", go.name);
+                        hs::option_error(&mut out, h.option, REP_ERR_UNKNOWN, &msg);
+                        w.write_all(&out).await?;
+                        continue;
+                    }
+                };
+                let flags = transmission_flags(&export, mode);
+                hs::info_export(&mut out, h.option, export.size(), flags);
+                let info = export.info().clone();
+                for &t in &go.info {
+                    match t {
+                        INFO_NAME => hs::info_string(&mut out, h.option, INFO_NAME, &go.name),
+                        INFO_DESCRIPTION => {
+                            if let Some(d) = &info.description {
+                                hs::info_string(&mut out, h.option, INFO_DESCRIPTION, d)
+                            }
+                        }
+                        INFO_BLOCK_SIZE => {
+                            if let Some(b) = info.block_size {
+                                hs::info_block_size(
+                                    &mut out,
+                                    h.option,
+                                    b.minimum,
+                                    b.preferred,
+                                    b.maximum,
+                                )
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                w.write_all(&out).await?;
+                w.flush().await?;
+                if h.option == OPT_GO {
+                    info!(export = %go.name, size = export.size(), ?mode, "entering transmission");
+                    return Ok(Some(Negotiated {
+                        export,
+                        mode,
+                        base_allocation,
+                        flags,
+                    }));
+                }
+                export.close();
+                continue;
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !p.is_empty() {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "STRUCTURED_REPLY takes no data",
+                    );
+                } else if mode == ReplyMode::Extended {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "extended headers are already negotiated",
+                    );
+                } else {
+                    mode = ReplyMode::Structured;
+                    hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                }
+            }
+            OPT_EXTENDED_HEADERS if shared.config.extended_headers => {
+                if !p.is_empty() {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "EXTENDED_HEADERS takes no data",
+                    );
+                } else {
+                    mode = ReplyMode::Extended;
+                    hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let list = h.option == OPT_LIST_META_CONTEXT;
+                if mode == ReplyMode::Simple {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "negotiate structured replies first",
+                    );
+                } else {
+                    match hs::parse_meta(&p) {
+                        Err(e) => {
+                            hs::option_error(&mut out, h.option, REP_ERR_INVALID, &e.0);
+                            if !list {
+                                base_allocation = false;
+                            }
+                        }
+                        Ok(m) => {
+                            let sel = if list && m.queries.is_empty() {
+                                true
+                            } else {
+                                m.queries
+                                    .iter()
+                                    .any(|q| hs::query_matches_base_allocation(q, list))
+                            };
+                            if !list {
+                                base_allocation = sel;
+                            }
+                            if sel {
+                                hs::meta_context(
+                                    &mut out,
+                                    h.option,
+                                    BASE_ALLOCATION_ID,
+                                    BASE_ALLOCATION,
+                                );
+                            }
+                            hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                        }
+                    }
+                }
+            }
+            OPT_STARTTLS => {
+                hs::option_error(
+                    &mut out,
+                    h.option,
+                    REP_ERR_POLICY,
+                    "TLS is not configured on this server",
+                );
+            }
+            other => {
+                hs::option_error(&mut out, other, REP_ERR_UNSUP, "option not supported");
+            }
+        }
+        w.write_all(&out).await?;
+        w.flush().await?;
+    }
+}

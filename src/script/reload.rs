@@ -44,11 +44,12 @@ pub fn watch(host: &Arc<Host>) -> Result<Option<Watch>, ConfigError> {
     let mut dirs = BTreeSet::new();
     add_dirs(&watcher, &mut dirs, &file, host)
         .map_err(|e| ConfigError::new(format!("{}: cannot watch for changes: {e} (use --no-watch)", host.name)))?;
+    let last = host.source.text().ok();
     let weak = Arc::downgrade(host);
     let w2 = Arc::downgrade(&watcher);
     std::thread::Builder::new()
         .name("script-reload".into())
-        .spawn(move || run(rx, weak, file, w2, dirs))
+        .spawn(move || run(rx, weak, file, w2, dirs, last))
         .map_err(|e| ConfigError::new(format!("cannot start the reload thread: {e}")))?;
     Ok(Some(Watch { _watcher: watcher }))
 }
@@ -93,8 +94,8 @@ fn run(
     file: PathBuf,
     watcher: Weak<Mutex<notify::RecommendedWatcher>>,
     mut dirs: BTreeSet<PathBuf>,
+    mut last: Option<String>,
 ) {
-    let mut last = host.upgrade().and_then(|h| h.source.text().ok());
     while let Ok(ev) = rx.recv() {
         let Some(h) = host.upgrade() else { return };
         if !relevant(&ev, &file, &h) {

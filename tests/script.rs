@@ -46,7 +46,11 @@ impl LiveServer {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut uri = String::new();
         out.read_line(&mut uri).unwrap();
-        assert!(!uri.trim().is_empty(), "server did not start: {:?}", log.try_iter().collect::<Vec<_>>());
+        assert!(
+            !uri.trim().is_empty(),
+            "server did not start: {:?}",
+            log.try_iter().collect::<Vec<_>>()
+        );
         LiveServer {
             child,
             uri: uri.trim().to_string(),
@@ -93,7 +97,9 @@ assert h.can_multi_conn()
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.img");
     let back = dir.path().join("back.img");
-    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| if i < (2 << 20) { (i % 251) as u8 } else { 0 }).collect();
+    let data: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| if i < (2 << 20) { (i % 251) as u8 } else { 0 })
+        .collect();
     std::fs::write(&src, &data).unwrap();
     run_ok("nbdcopy", &[src.to_str().unwrap(), &s.uri]);
     run_ok("nbdcopy", &[&s.uri, back.to_str().unwrap()]);
@@ -101,11 +107,21 @@ assert h.can_multi_conn()
     let opts = s.qemu_opts();
     let out = run_ok(
         "qemu-io",
-        &["--image-opts", &opts, "-c", "write -P 0x5a 4M 64k", "-c", "read -P 0x5a 4M 64k"],
+        &[
+            "--image-opts",
+            &opts,
+            "-c",
+            "write -P 0x5a 4M 64k",
+            "-c",
+            "read -P 0x5a 4M 64k",
+        ],
     );
     assert!(!out.contains("fail"), "{out}");
     let map = run_ok("nbdinfo", &["--map", &s.uri]);
-    let rows: Vec<Vec<&str>> = map.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(rows[0][2], "0", "{map}");
     assert!(rows.iter().any(|r| r[2] == "3"), "{map}");
 }
@@ -144,7 +160,12 @@ fn every_callback_is_reached_by_real_clients() {
     let p = path.to_str().unwrap();
     let s = Server::start(&["-v", "--no-watch", p]);
     let info = run_ok("nbdinfo", &["--json", &s.uri]);
-    for want in ["\"a script disk\"", "\"is_rotational\": true", "\"can_multi_conn\": true", "\"block_size_preferred\": 4096"] {
+    for want in [
+        "\"a script disk\"",
+        "\"is_rotational\": true",
+        "\"can_multi_conn\": true",
+        "\"block_size_preferred\": 4096",
+    ] {
         assert!(info.contains(want), "{want} in {info}");
     }
     s.nbdsh(
@@ -160,14 +181,40 @@ h.cache(512, 0)
     run_ok("nbdinfo", &["--map", &s.uri]);
     let (_, err) = s.stop();
     for cb in [
-        "config", "open readonly=false", "close", "get_size", "can_write", "can_flush", "can_trim",
-        "can_zero", "can_fast_zero", "can_extents", "can_fua", "can_multi_conn", "can_cache",
-        "is_rotational", "block_size", "export_description", "pread", "pwrite fua=true", "flush",
-        "trim", "zero may_trim=true", "extents", "cache",
+        "config",
+        "open readonly=false",
+        "close",
+        "get_size",
+        "can_write",
+        "can_flush",
+        "can_trim",
+        "can_zero",
+        "can_fast_zero",
+        "can_extents",
+        "can_fua",
+        "can_multi_conn",
+        "can_cache",
+        "is_rotational",
+        "block_size",
+        "export_description",
+        "pread",
+        "pwrite fua=true",
+        "flush",
+        "trim",
+        "zero may_trim=true",
+        "extents",
+        "cache",
     ] {
-        assert!(err.contains(&format!("cb {cb}")), "callback {cb} not reached:\n{err}");
+        assert!(
+            err.contains(&format!("cb {cb}")),
+            "callback {cb} not reached:\n{err}"
+        );
     }
-    assert_eq!(err.matches("cb config").count(), 1, "config runs once per process");
+    assert_eq!(
+        err.matches("cb config").count(),
+        1,
+        "config runs once per process"
+    );
 }
 
 #[test]
@@ -179,7 +226,11 @@ fn shebang_script_runs_directly_and_stdin_script() {
         .args(["-U", "-", "size=64k", "--run", "nbdcopy \"$uri\" -"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 65536);
     for n in [0u64, 1, 77, 127] {
         let s = &out.stdout[(n * 512) as usize..(n * 512 + 512) as usize];
@@ -201,7 +252,11 @@ fn shebang_script_runs_directly_and_stdin_script() {
         .write_all(b"#!/usr/bin/env nbdscript\nfn get_size(h) { h.size }\nfn pread(h, c, o) { pattern(c, \"ab\".to_blob()) }\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"ab".repeat(2048));
 }
 
@@ -244,7 +299,10 @@ assert h.pread(512, 1024) == bytes(512)
 "#,
     );
     let (_, err) = s.stop();
-    assert!(err.contains("bad.rhai:3:"), "file:line:col in the log:\n{err}");
+    assert!(
+        err.contains("bad.rhai:3:"),
+        "file:line:col in the log:\n{err}"
+    );
     assert!(err.contains("too many operations"), "{err}");
 }
 
@@ -256,7 +314,10 @@ fn mbr_example_has_a_partition_table() {
     assert_eq!(&b[510..512], &[0x55, 0xAA]);
     assert_eq!(b[446 + 4], 0x83);
     assert_eq!(u32::from_le_bytes(b[454..458].try_into().unwrap()), 2048);
-    assert_eq!(u32::from_le_bytes(b[458..462].try_into().unwrap()), 8192 - 2048);
+    assert_eq!(
+        u32::from_le_bytes(b[458..462].try_into().unwrap()),
+        8192 - 2048
+    );
     assert_eq!(&b[2048 * 512..2048 * 512 + 15], b"hello partition");
 }
 
@@ -325,7 +386,11 @@ fn live_reload_on_one_connection_keeps_data() {
     std::fs::write(&path, v("BBBB")).unwrap();
     delays.push(c.step("expect BBBB"));
     // A syntax error is refused with file:line:col; the old code keeps serving.
-    std::fs::write(&path, v("CCCC").replace("return pattern", "return +* pattern")).unwrap();
+    std::fs::write(
+        &path,
+        v("CCCC").replace("return pattern", "return +* pattern"),
+    )
+    .unwrap();
     let l = s.wait_log("refused");
     let _ = l;
     c.step("still BBBB");
@@ -339,9 +404,17 @@ fn live_reload_on_one_connection_keeps_data() {
 fn refused_reload_logs_file_line_col() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.rhai");
-    std::fs::write(&path, "fn get_size(h) { 512 }\nfn pread(h, c, o) { blob(c, 1) }\n").unwrap();
+    std::fs::write(
+        &path,
+        "fn get_size(h) { 512 }\nfn pread(h, c, o) { blob(c, 1) }\n",
+    )
+    .unwrap();
     let s = LiveServer::start(&[path.to_str().unwrap()]);
-    std::fs::write(&path, "fn get_size(h) { 512 }\n\nfn pread(h, c, o) { blob(c, 2) +* }\n").unwrap();
+    std::fs::write(
+        &path,
+        "fn get_size(h) { 512 }\n\nfn pread(h, c, o) { blob(c, 2) +* }\n",
+    )
+    .unwrap();
     let l = s.wait_log("r.rhai:3:");
     assert!(l.contains("syntax error"), "{l}");
     assert_eq!(read_all(&s.uri), vec![1u8; 512]);
@@ -350,7 +423,15 @@ fn refused_reload_logs_file_line_col() {
 #[test]
 fn example_filters() {
     let corrupt = example("corrupt.rhai");
-    let s = Server::start(&["--filter", &corrupt, "memory", "size=64k", "corrupt-offset=100", "corrupt-length=10", "corrupt-byte=7"]);
+    let s = Server::start(&[
+        "--filter",
+        &corrupt,
+        "memory",
+        "size=64k",
+        "corrupt-offset=100",
+        "corrupt-length=10",
+        "corrupt-byte=7",
+    ]);
     s.nbdsh(
         r#"
 h.pwrite(b"\x01" * 4096, 0)
@@ -382,7 +463,10 @@ h.pwrite(bytes(512), 70000)
     let s = Server::start(&["-v", "--filter", &count, "memory", "size=64k"]);
     s.nbdsh("h.pread(512, 0)\nh.pread(512, 0)\nh.pwrite(b'x', 0)\nh.flush()\n");
     let (_, err) = s.stop();
-    assert!(err.contains("count: reads=2 writes=1 zeros=0 trims=0 flushes=1"), "{err}");
+    assert!(
+        err.contains("count: reads=2 writes=1 zeros=0 trims=0 flushes=1"),
+        "{err}"
+    );
 }
 
 #[test]

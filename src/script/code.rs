@@ -33,8 +33,8 @@ macro_rules! callbacks {
 // name, plugin min and max arity, whether filters get `next` first.
 callbacks! {
     Config = "config", 0, 1, false;
-    ParamsCb = "params", 0, 0, false;
-    ThreadModelCb = "thread_model", 0, 0, false;
+    Params = "params", 0, 0, false;
+    ThreadModel = "thread_model", 0, 0, false;
     Open = "open", 0, 2, false;
     Close = "close", 1, 1, true;
     GetSize = "get_size", 1, 1, true;
@@ -137,11 +137,12 @@ fn signature(name: &str, kind: Kind) -> String {
         "flush" => "h[, flags]",
         _ => "h",
     };
-    let next = if kind == Kind::Filter && !matches!(name, "config" | "params" | "thread_model" | "open") {
-        "next, "
-    } else {
-        ""
-    };
+    let next =
+        if kind == Kind::Filter && !matches!(name, "config" | "params" | "thread_model" | "open") {
+            "next, "
+        } else {
+            ""
+        };
     format!("fn {name}({next}{args})")
 }
 
@@ -176,11 +177,13 @@ impl Host {
         let imports = Imports::default();
         let engine = engine::build(opts, source.dir(), imports.clone());
         let code = compile(&engine, opts, &text, &name, kind).map_err(ConfigError::new)?;
-        let declared = if code.has(Cb::ParamsCb) {
-            let v = call_raw(&engine, opts, &code, &name, Cb::ParamsCb, vec![])
+        let declared = if code.has(Cb::Params) {
+            let v = call_raw(&engine, opts, &code, &name, Cb::Params, vec![])
                 .map_err(|e| ConfigError::new(e.message))?;
             Some(declared_keys(v).ok_or_else(|| {
-                ConfigError::new(format!("{name}: params() must return an array of names or a map of name: help"))
+                ConfigError::new(format!(
+                    "{name}: params() must return an array of names or a map of name: help"
+                ))
             })?)
         } else {
             None
@@ -198,8 +201,8 @@ impl Host {
         } else {
             pm
         };
-        let model = if code.has(Cb::ThreadModelCb) {
-            let v = call_raw(&engine, opts, &code, &name, Cb::ThreadModelCb, vec![])
+        let model = if code.has(Cb::ThreadModel) {
+            let v = call_raw(&engine, opts, &code, &name, Cb::ThreadModel, vec![])
                 .map_err(|e| ConfigError::new(e.message))?;
             parse_model(&v.to_string())
                 .ok_or_else(|| ConfigError::new(format!("{name}: thread_model() returned {v:?}; use \"serialize_all_requests\", \"serialize_requests\" or \"parallel\"")))?
@@ -243,12 +246,20 @@ impl Host {
     }
 }
 
-fn compile(engine: &Engine, opts: &ScriptOptions, text: &str, name: &str, kind: Kind) -> Result<Code, String> {
+fn compile(
+    engine: &Engine,
+    opts: &ScriptOptions,
+    text: &str,
+    name: &str,
+    kind: Kind,
+) -> Result<Code, String> {
     let ast = engine::compile(engine, text, name)?;
     let code = Code::new(ast, kind, name)?;
     // Run the top level once (never again per call).
-    engine::with_deadline(opts, || engine.run_ast_with_scope(&mut Scope::new(), &code.ast))
-        .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
+    engine::with_deadline(opts, || {
+        engine.run_ast_with_scope(&mut Scope::new(), &code.ast)
+    })
+    .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
     Ok(code)
 }
 

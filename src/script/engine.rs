@@ -52,7 +52,9 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports) -> En
     if opts.timeout.is_some() {
         e.on_progress(|ops| {
             if ops & 0xfff == 0 {
-                let late = DEADLINE.with(|d| d.get()).is_some_and(|t| Instant::now() > t);
+                let late = DEADLINE
+                    .with(|d| d.get())
+                    .is_some_and(|t| Instant::now() > t);
                 if late {
                     return Some(Dynamic::from("time limit"));
                 }
@@ -91,8 +93,14 @@ fn describe_compile(e: &EvalAltResult, name: &str) -> String {
         EvalAltResult::ErrorInModule(m, inner, _) => {
             format!("{} (imported from {name})", describe_compile(inner, m))
         }
-        EvalAltResult::ErrorParsing(p, pos) => format!("{}: syntax error: {p}", host::at(name, *pos)),
-        _ => format!("{}: {}", host::at(name, e.position()), host::strip_pos(&e.to_string())),
+        EvalAltResult::ErrorParsing(p, pos) => {
+            format!("{}: syntax error: {p}", host::at(name, *pos))
+        }
+        _ => format!(
+            "{}: {}",
+            host::at(name, e.position()),
+            host::strip_pos(&e.to_string())
+        ),
     }
 }
 
@@ -104,7 +112,10 @@ struct Resolver {
 }
 
 fn refuse(path: &str, why: &str, pos: Position) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorModuleNotFound(format!("{path} ({why})"), pos))
+    Box::new(EvalAltResult::ErrorModuleNotFound(
+        format!("{path} ({why})"),
+        pos,
+    ))
 }
 
 impl ModuleResolver for Resolver {
@@ -126,7 +137,11 @@ impl ModuleResolver for Resolver {
             };
             let rel = Path::new(path);
             if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return Err(refuse(path, "imports must stay in the script's directory", pos));
+                return Err(refuse(
+                    path,
+                    "imports must stay in the script's directory",
+                    pos,
+                ));
             }
             let file = dir.join(rel).with_extension("rhai");
             self.imports.lock().map(|mut s| s.insert(file.clone())).ok();

@@ -21,7 +21,11 @@ pub struct ScriptFilter {
 }
 
 impl ScriptFilter {
-    pub fn load(source: &ScriptSource, params: &Params, opts: &ScriptOptions) -> std::result::Result<Self, ConfigError> {
+    pub fn load(
+        source: &ScriptSource,
+        params: &Params,
+        opts: &ScriptOptions,
+    ) -> std::result::Result<Self, ConfigError> {
         let host = Arc::new(Host::load(source, params, opts, Kind::Filter)?);
         let _watch = reload::watch(&host)?;
         Ok(ScriptFilter { host, _watch })
@@ -44,7 +48,11 @@ impl Filter for ScriptFilter {
     }
     fn open(&self, next: Arc<dyn Backend>, readonly: bool) -> Result<Arc<dyn Backend>> {
         let nd = Dynamic::from(Next::new(next.clone()));
-        Ok(Arc::new(Layer::open(self.host.clone(), Some((next, nd)), readonly)?))
+        Ok(Arc::new(Layer::open(
+            self.host.clone(),
+            Some((next, nd)),
+            readonly,
+        )?))
     }
     fn dump(&self) -> Vec<(String, String)> {
         dump(&self.host)
@@ -79,7 +87,10 @@ impl Next {
     fn range(&self, count: INT, offset: INT, errno: Errno, what: &str) -> RResult<(u64, u64)> {
         let size = self.size()?;
         let (Ok(c), Ok(o)) = (u64::try_from(count), u64::try_from(offset)) else {
-            return Err(raise(Errno::Inval, format!("next.{what}: negative count {count} or offset {offset}")));
+            return Err(raise(
+                Errno::Inval,
+                format!("next.{what}: negative count {count} or offset {offset}"),
+            ));
         };
         match o.checked_add(c) {
             Some(end) if end <= size => Ok((c, o)),
@@ -92,12 +103,17 @@ impl Next {
 
     fn pread(&mut self, count: INT, offset: INT, flags: INT) -> RResult<Blob> {
         let (c, o) = self.range(count, offset, Errno::Inval, "pread")?;
-        let c = u32::try_from(c).map_err(|_| raise(Errno::Inval, format!("next.pread: {c} bytes is too large")))?;
-        self.inner.pread_owned(c, o, flags as u32).map_err(raise_backend)
+        let c = u32::try_from(c)
+            .map_err(|_| raise(Errno::Inval, format!("next.pread: {c} bytes is too large")))?;
+        self.inner
+            .pread_owned(c, o, flags as u32)
+            .map_err(raise_backend)
     }
     fn pwrite(&mut self, buf: Blob, offset: INT, flags: INT) -> RResult<()> {
         let (_, o) = self.range(buf.len() as INT, offset, Errno::NoSpc, "pwrite")?;
-        self.inner.pwrite_owned(buf, o, flags as u32).map_err(raise_backend)
+        self.inner
+            .pwrite_owned(buf, o, flags as u32)
+            .map_err(raise_backend)
     }
     fn trim(&mut self, count: INT, offset: INT, flags: INT) -> RResult<()> {
         let (c, o) = self.range(count, offset, Errno::Inval, "trim")?;
@@ -116,7 +132,10 @@ impl Next {
         if c == 0 {
             return Ok(Array::new());
         }
-        let e = self.inner.extents(c, o, flags as u32).map_err(raise_backend)?;
+        let e = self
+            .inner
+            .extents(c, o, flags as u32)
+            .map_err(raise_backend)?;
         Ok(extents_to_array(&e))
     }
 }
@@ -139,8 +158,13 @@ fn cache_name(m: CacheMode) -> &'static str {
 
 macro_rules! ranged {
     ($e:ident, $name:literal, $m:ident, $t:ty) => {
-        $e.register_fn($name, |n: &mut Next, c: INT, o: INT| -> RResult<$t> { n.$m(c, o, 0) });
-        $e.register_fn($name, |n: &mut Next, c: INT, o: INT, f: INT| -> RResult<$t> { n.$m(c, o, f) });
+        $e.register_fn($name, |n: &mut Next, c: INT, o: INT| -> RResult<$t> {
+            n.$m(c, o, 0)
+        });
+        $e.register_fn(
+            $name,
+            |n: &mut Next, c: INT, o: INT, f: INT| -> RResult<$t> { n.$m(c, o, f) },
+        );
     };
 }
 
@@ -155,24 +179,46 @@ macro_rules! query {
 /// Register `Next` and its methods.
 pub fn register(e: &mut Engine) {
     e.register_type_with_name::<Next>("Next");
-    e.register_fn("get_size", |n: &mut Next| -> RResult<INT> { n.size().map(|s| s as INT) });
+    e.register_fn("get_size", |n: &mut Next| -> RResult<INT> {
+        n.size().map(|s| s as INT)
+    });
     ranged!(e, "pread", pread, Blob);
     ranged!(e, "trim", trim, ());
     ranged!(e, "zero", zero, ());
     ranged!(e, "cache", cache, ());
     ranged!(e, "extents", extents, Array);
     e.register_fn("pwrite", |n: &mut Next, b: Blob, o: INT| n.pwrite(b, o, 0));
-    e.register_fn("pwrite", |n: &mut Next, b: Blob, o: INT, f: INT| n.pwrite(b, o, f));
-    e.register_fn("flush", |n: &mut Next| -> RResult<()> { n.inner.flush(0).map_err(raise_backend) });
+    e.register_fn("pwrite", |n: &mut Next, b: Blob, o: INT, f: INT| {
+        n.pwrite(b, o, f)
+    });
+    e.register_fn("flush", |n: &mut Next| -> RResult<()> {
+        n.inner.flush(0).map_err(raise_backend)
+    });
     e.register_fn("flush", |n: &mut Next, f: INT| -> RResult<()> {
         n.inner.flush(f as u32).map_err(raise_backend)
     });
-    query!(e, can_write, can_flush, can_trim, can_zero, can_fast_zero, can_extents, can_multi_conn, is_rotational);
+    query!(
+        e,
+        can_write,
+        can_flush,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_extents,
+        can_multi_conn,
+        is_rotational
+    );
     e.register_fn("can_fua", |n: &mut Next| -> RResult<String> {
-        n.inner.can_fua().map(|m| fua_name(m).to_string()).map_err(raise_backend)
+        n.inner
+            .can_fua()
+            .map(|m| fua_name(m).to_string())
+            .map_err(raise_backend)
     });
     e.register_fn("can_cache", |n: &mut Next| -> RResult<String> {
-        n.inner.can_cache().map(|m| cache_name(m).to_string()).map_err(raise_backend)
+        n.inner
+            .can_cache()
+            .map(|m| cache_name(m).to_string())
+            .map_err(raise_backend)
     });
     e.register_fn("block_size", |n: &mut Next| -> RResult<Dynamic> {
         Ok(match n.inner.block_size().map_err(raise_backend)? {

@@ -34,10 +34,7 @@ fn thrown_errno(v: &Dynamic) -> Option<(Errno, String)> {
     let m = v.read_lock::<Map>()?;
     let errno = m.get("errno")?.clone().into_string().ok()?;
     let errno = Errno::from_name(&errno)?;
-    let msg = m
-        .get("message")
-        .map(|x| x.to_string())
-        .unwrap_or_default();
+    let msg = m.get("message").map(|x| x.to_string()).unwrap_or_default();
     Some((errno, msg))
 }
 
@@ -50,7 +47,11 @@ pub fn to_backend_error(err: &EvalAltResult, file: &str, callback: &str) -> Back
 
 /// Like `to_backend_error`, also saying whether the script raised the
 /// error on purpose (`nbd_error`), which is logged quietly.
-pub fn to_backend_error_kind(err: &EvalAltResult, file: &str, callback: &str) -> (BackendError, bool) {
+pub fn to_backend_error_kind(
+    err: &EvalAltResult,
+    file: &str,
+    callback: &str,
+) -> (BackendError, bool) {
     let mut inner = err;
     let mut pos = err.position();
     while let EvalAltResult::ErrorInFunctionCall(_, _, e, p) = inner {
@@ -66,20 +67,33 @@ pub fn to_backend_error_kind(err: &EvalAltResult, file: &str, callback: &str) ->
     match inner {
         EvalAltResult::ErrorRuntime(v, _) => {
             if let Some((errno, msg)) = thrown_errno(v) {
-                return (BackendError::new(errno, format!("{at}: {callback}: {msg}")), true);
+                return (
+                    BackendError::new(errno, format!("{at}: {callback}: {msg}")),
+                    true,
+                );
             }
-            (BackendError::io(format!("{at}: {callback}: script error: {v}")), false)
+            (
+                BackendError::io(format!("{at}: {callback}: script error: {v}")),
+                false,
+            )
         }
         EvalAltResult::ErrorTooManyOperations(_) => (
-            BackendError::io(format!("{at}: {callback}: stopped: too many operations (--max-operations)")),
+            BackendError::io(format!(
+                "{at}: {callback}: stopped: too many operations (--max-operations)"
+            )),
             false,
         ),
         EvalAltResult::ErrorTerminated(_, _) => (
-            BackendError::io(format!("{at}: {callback}: stopped: the call ran past its time limit (--script-timeout)")),
+            BackendError::io(format!(
+                "{at}: {callback}: stopped: the call ran past its time limit (--script-timeout)"
+            )),
             false,
         ),
         _ => (
-            BackendError::io(format!("{at}: {callback}: {}", strip_pos(&inner.to_string()))),
+            BackendError::io(format!(
+                "{at}: {callback}: {}",
+                strip_pos(&inner.to_string())
+            )),
             false,
         ),
     }
@@ -105,19 +119,29 @@ pub fn strip_pos(s: &str) -> String {
 /// A size given as an integer or a size string (`"64M"`).
 pub fn size_arg(v: &Dynamic, what: &str) -> RResult<u64> {
     if let Ok(i) = v.as_int() {
-        return u64::try_from(i).map_err(|_| raise(Errno::Inval, format!("{what}: negative size {i}")));
+        return u64::try_from(i)
+            .map_err(|_| raise(Errno::Inval, format!("{what}: negative size {i}")));
     }
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-        return crate::params::parse_size(&s).map_err(|e| raise(Errno::Inval, format!("{what}: {e}")));
+        return crate::params::parse_size(&s)
+            .map_err(|e| raise(Errno::Inval, format!("{what}: {e}")));
     }
     Err(raise(
         Errno::Inval,
-        format!("{what}: expected an integer or a size string like \"64M\", got {}", v.type_name()),
+        format!(
+            "{what}: expected an integer or a size string like \"64M\", got {}",
+            v.type_name()
+        ),
     ))
 }
 
 fn nonneg(v: INT, what: &str) -> RResult<u64> {
-    u64::try_from(v).map_err(|_| raise(Errno::Inval, format!("{what} must not be negative, got {v}")))
+    u64::try_from(v).map_err(|_| {
+        raise(
+            Errno::Inval,
+            format!("{what} must not be negative, got {v}"),
+        )
+    })
 }
 
 /// Check `[offset, offset+count)` against `size`.
@@ -128,7 +152,9 @@ fn range(size: u64, count: INT, offset: INT, errno: Errno, what: &str) -> RResul
         Some(end) if end <= size => Ok((c, o)),
         _ => Err(raise(
             errno,
-            format!("{what} of {c} bytes at offset {o} is beyond the end of the disk ({size} bytes)"),
+            format!(
+                "{what} of {c} bytes at offset {o} is beyond the end of the disk ({size} bytes)"
+            ),
         )),
     }
 }
@@ -148,29 +174,49 @@ pub struct Disk {
 impl Disk {
     pub fn new(size: u64, spec: &str) -> RResult<Disk> {
         let spec = AllocSpec::parse(spec).map_err(|e| raise(Errno::Inval, e.to_string()))?;
-        let alloc = spec.create(size).map_err(|e| raise(Errno::Inval, e.to_string()))?;
+        let alloc = spec
+            .create(size)
+            .map_err(|e| raise(Errno::Inval, e.to_string()))?;
         Ok(Disk { alloc, size })
     }
     fn pread(&mut self, count: INT, offset: INT) -> RResult<Blob> {
         let (c, o) = range(self.size, count, offset, Errno::Inval, "disk.pread")?;
         if c > MAX_BUF {
-            return Err(raise(Errno::Inval, format!("disk.pread: {c} bytes is too large")));
+            return Err(raise(
+                Errno::Inval,
+                format!("disk.pread: {c} bytes is too large"),
+            ));
         }
         let mut buf = vec![0u8; c as usize];
-        self.alloc.read(&mut buf, o).map_err(|e| raise_backend(alloc_error(e)))?;
+        self.alloc
+            .read(&mut buf, o)
+            .map_err(|e| raise_backend(alloc_error(e)))?;
         Ok(buf)
     }
     fn pwrite(&mut self, buf: Blob, offset: INT) -> RResult<()> {
-        let (_, o) = range(self.size, buf.len() as INT, offset, Errno::NoSpc, "disk.pwrite")?;
-        self.alloc.write(&buf, o).map_err(|e| raise_backend(alloc_error(e)))
+        let (_, o) = range(
+            self.size,
+            buf.len() as INT,
+            offset,
+            Errno::NoSpc,
+            "disk.pwrite",
+        )?;
+        self.alloc
+            .write(&buf, o)
+            .map_err(|e| raise_backend(alloc_error(e)))
     }
     fn zero(&mut self, count: INT, offset: INT) -> RResult<()> {
         let (c, o) = range(self.size, count, offset, Errno::NoSpc, "disk.zero")?;
-        self.alloc.zero(c, o).map_err(|e| raise_backend(alloc_error(e)))
+        self.alloc
+            .zero(c, o)
+            .map_err(|e| raise_backend(alloc_error(e)))
     }
     fn extents(&mut self, count: INT, offset: INT) -> RResult<Array> {
         let (c, o) = range(self.size, count, offset, Errno::Inval, "disk.extents")?;
-        let list = self.alloc.extents(c, o).map_err(|e| raise_backend(alloc_error(e)))?;
+        let list = self
+            .alloc
+            .extents(c, o)
+            .map_err(|e| raise_backend(alloc_error(e)))?;
         Ok(list
             .into_iter()
             .map(|x| {
@@ -211,7 +257,9 @@ pub fn array_to_extents(v: Dynamic, count: u64, offset: u64) -> Result<Extents, 
             .map_err(|t| format!("each extent must be [offset, length, type], got {t}"))?;
         let nums: Vec<INT> = triple.iter().filter_map(|x| x.as_int().ok()).collect();
         if nums.len() != 3 || triple.len() != 3 || nums.iter().any(|n| *n < 0) {
-            return Err("each extent must be [offset, length, type] of non-negative integers".into());
+            return Err(
+                "each extent must be [offset, length, type] of non-negative integers".into(),
+            );
         }
         e.add(nums[0] as u64, nums[1] as u64, nums[2] as u32)
             .map_err(|x| x.message)?;
@@ -222,7 +270,10 @@ pub fn array_to_extents(v: Dynamic, count: u64, offset: u64) -> Result<Extents, 
 fn pattern(len: INT, pat: Blob) -> RResult<Blob> {
     let n = nonneg(len, "pattern length")?;
     if n > MAX_BUF {
-        return Err(raise(Errno::Inval, format!("pattern: {n} bytes is too large")));
+        return Err(raise(
+            Errno::Inval,
+            format!("pattern: {n} bytes is too large"),
+        ));
     }
     let n = n as usize;
     if pat.is_empty() {
@@ -289,7 +340,9 @@ pub fn register(engine: &mut Engine) {
     });
 
     engine.register_fn("data", |s: &str| -> RResult<Blob> { data_stub(s) });
-    engine.register_fn("data", |s: &str, _size: Dynamic| -> RResult<Blob> { data_stub(s) });
+    engine.register_fn("data", |s: &str, _size: Dynamic| -> RResult<Blob> {
+        data_stub(s)
+    });
     engine.register_fn("pattern", pattern);
     engine.register_fn("write_blob", write_blob);
     engine.register_fn("fill", |b: &mut Blob, byte: INT| b.fill(byte as u8));
@@ -299,8 +352,12 @@ pub fn register(engine: &mut Engine) {
             .map(|v| v as INT)
             .map_err(|e| raise(Errno::Inval, e))
     });
-    engine.register_fn("nbd_error", |e: &str, m: &str| -> RResult<()> { Err(nbd_error(e, m)) });
-    engine.register_fn("nbd_error", |e: &str| -> RResult<()> { Err(nbd_error(e, e)) });
+    engine.register_fn("nbd_error", |e: &str, m: &str| -> RResult<()> {
+        Err(nbd_error(e, m))
+    });
+    engine.register_fn("nbd_error", |e: &str| -> RResult<()> {
+        Err(nbd_error(e, e))
+    });
 
     let mut m = Module::new();
     m.set_var("FUA", flags::FUA as INT);

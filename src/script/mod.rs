@@ -108,8 +108,9 @@ impl ScriptSource {
     pub fn from_arg(arg: &str) -> Result<Option<ScriptSource>, ConfigError> {
         if arg == "-" {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| ConfigError::new(format!("reading a script from standard input: {e}")))?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                ConfigError::new(format!("reading a script from standard input: {e}"))
+            })?;
             return Ok(Some(ScriptSource::Text {
                 name: "<stdin>".into(),
                 text,
@@ -127,9 +128,12 @@ impl ScriptSource {
             ScriptSource::File(p) => std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read script {}: {e}", p.display())),
             ScriptSource::Text { text, .. } => Ok(text.clone()),
-            ScriptSource::Stdlib(n) => stdlib_source(n)
-                .map(str::to_string)
-                .ok_or_else(|| format!("no script named {n:?} in the built-in library; known: {}", stdlib_names().join(", "))),
+            ScriptSource::Stdlib(n) => stdlib_source(n).map(str::to_string).ok_or_else(|| {
+                format!(
+                    "no script named {n:?} in the built-in library; known: {}",
+                    stdlib_names().join(", ")
+                )
+            }),
         }
     }
 
@@ -156,7 +160,11 @@ impl ScriptSource {
 
 /// Load a script plugin named on the command line: a path, `-` (standard
 /// input) or a built-in library name.
-pub fn load_plugin(name: &str, params: &Params, flags: &ScriptFlags) -> Result<Arc<dyn Plugin>, ConfigError> {
+pub fn load_plugin(
+    name: &str,
+    params: &Params,
+    flags: &ScriptFlags,
+) -> Result<Arc<dyn Plugin>, ConfigError> {
     let src = source_for(name)?;
     load_plugin_from(&src, params, &ScriptOptions::from(flags))
 }

@@ -24,7 +24,11 @@ pub struct ScriptPlugin {
 }
 
 impl ScriptPlugin {
-    pub fn load(source: &ScriptSource, params: &Params, opts: &ScriptOptions) -> std::result::Result<Self, ConfigError> {
+    pub fn load(
+        source: &ScriptSource,
+        params: &Params,
+        opts: &ScriptOptions,
+    ) -> std::result::Result<Self, ConfigError> {
         let host = Arc::new(Host::load(source, params, opts, Kind::Plugin)?);
         let _watch = reload::watch(&host)?;
         Ok(ScriptPlugin { host, _watch })
@@ -51,13 +55,20 @@ impl Plugin for ScriptPlugin {
 /// `--dump-plugin` lines: the callbacks the script defines and its model.
 pub fn dump(host: &Host) -> Vec<(String, String)> {
     let code = host.code.load();
-    let mut fns: Vec<String> = code.ast.iter_functions().map(|f| format!("{}/{}", f.name, f.params.len())).collect();
+    let mut fns: Vec<String> = code
+        .ast
+        .iter_functions()
+        .map(|f| format!("{}/{}", f.name, f.params.len()))
+        .collect();
     fns.sort();
     vec![
         ("script".into(), host.name.clone()),
         ("callbacks".into(), fns.join(" ")),
         ("thread_model".into(), format!("{:?}", host.model)),
-        ("reload".into(), (host.opts.watch && matches!(host.source, ScriptSource::File(_))).to_string()),
+        (
+            "reload".into(),
+            (host.opts.watch && matches!(host.source, ScriptSource::File(_))).to_string(),
+        ),
     ]
 }
 
@@ -73,7 +84,11 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn open(host: Arc<Host>, next: Option<(Arc<dyn Backend>, Dynamic)>, readonly: bool) -> Result<Layer> {
+    pub fn open(
+        host: Arc<Host>,
+        next: Option<(Arc<dyn Backend>, Dynamic)>,
+        readonly: bool,
+    ) -> Result<Layer> {
         let (next, next_dyn) = match next {
             Some((n, d)) => (Some(n), d),
             None => (None, Dynamic::UNIT),
@@ -85,7 +100,8 @@ impl Layer {
                 if host.kind == Kind::Filter && n == 3 {
                     args.insert(0, next_dyn.clone());
                 }
-                let _g = (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
+                let _g =
+                    (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
                 let v = call_raw(&host.engine, &host.opts, &code, &host.name, Cb::Open, args)?;
                 host.make_handle(v)
             }
@@ -118,7 +134,14 @@ impl Layer {
             ThreadModel::SerializeRequests => Some(self.lock.lock()),
             ThreadModel::Parallel => None,
         };
-        call_raw(&self.host.engine, &self.host.opts, code, &self.host.name, cb, args)
+        call_raw(
+            &self.host.engine,
+            &self.host.opts,
+            code,
+            &self.host.name,
+            cb,
+            args,
+        )
     }
 
     /// A `can_*`-style query: the script's answer, else the next layer's
@@ -143,8 +166,13 @@ impl Layer {
 
     fn ranged(&self, cb: Cb, count: u64, offset: u64, flags: u32) -> Option<Result<Dynamic>> {
         let code = self.code();
-        code.has(cb)
-            .then(|| self.call(&code, cb, vec![int(count), int(offset), Dynamic::from(flags as INT)]))
+        code.has(cb).then(|| {
+            self.call(
+                &code,
+                cb,
+                vec![int(count), int(offset), Dynamic::from(flags as INT)],
+            )
+        })
     }
 }
 
@@ -153,7 +181,10 @@ fn int(v: u64) -> Dynamic {
 }
 
 fn bad(cb: &str, want: &str, v: &Dynamic) -> BackendError {
-    BackendError::io(format!("{cb} must return {want}, got {} ({v})", v.type_name()))
+    BackendError::io(format!(
+        "{cb} must return {want}, got {} ({v})",
+        v.type_name()
+    ))
 }
 
 fn to_bool(v: Dynamic, cb: &str) -> Result<bool> {
@@ -176,7 +207,11 @@ fn to_fua(v: Dynamic, cb: &str) -> Result<FuaMode> {
 
 fn to_cache(v: Dynamic, cb: &str) -> Result<CacheMode> {
     if let Ok(b) = v.as_bool() {
-        return Ok(if b { CacheMode::Native } else { CacheMode::None });
+        return Ok(if b {
+            CacheMode::Native
+        } else {
+            CacheMode::None
+        });
     }
     match v.to_string().as_str() {
         "none" => Ok(CacheMode::None),
@@ -236,10 +271,20 @@ impl Backend for Layer {
         self.query(Cb::GetSize, to_size, |n| n.get_size(), |_| 0)
     }
     fn can_write(&self) -> Result<bool> {
-        self.query(Cb::CanWrite, to_bool, |n| n.can_write(), |c| c.has(Cb::Pwrite))
+        self.query(
+            Cb::CanWrite,
+            to_bool,
+            |n| n.can_write(),
+            |c| c.has(Cb::Pwrite),
+        )
     }
     fn can_flush(&self) -> Result<bool> {
-        self.query(Cb::CanFlush, to_bool, |n| n.can_flush(), |c| c.has(Cb::Flush))
+        self.query(
+            Cb::CanFlush,
+            to_bool,
+            |n| n.can_flush(),
+            |c| c.has(Cb::Flush),
+        )
     }
     fn can_trim(&self) -> Result<bool> {
         self.query(Cb::CanTrim, to_bool, |n| n.can_trim(), |c| c.has(Cb::Trim))
@@ -251,28 +296,43 @@ impl Backend for Layer {
         self.query(Cb::CanFastZero, to_bool, |n| n.can_fast_zero(), |_| false)
     }
     fn can_extents(&self) -> Result<bool> {
-        self.query(Cb::CanExtents, to_bool, |n| n.can_extents(), |c| c.has(Cb::Extents))
+        self.query(
+            Cb::CanExtents,
+            to_bool,
+            |n| n.can_extents(),
+            |c| c.has(Cb::Extents),
+        )
     }
     fn can_fua(&self) -> Result<FuaMode> {
-        self.query(Cb::CanFua, to_fua, |n| n.can_fua(), |c| {
-            if c.has(Cb::Flush) {
-                FuaMode::Emulate
-            } else {
-                FuaMode::None
-            }
-        })
+        self.query(
+            Cb::CanFua,
+            to_fua,
+            |n| n.can_fua(),
+            |c| {
+                if c.has(Cb::Flush) {
+                    FuaMode::Emulate
+                } else {
+                    FuaMode::None
+                }
+            },
+        )
     }
     fn can_multi_conn(&self) -> Result<bool> {
         self.query(Cb::CanMultiConn, to_bool, |n| n.can_multi_conn(), |_| false)
     }
     fn can_cache(&self) -> Result<CacheMode> {
-        self.query(Cb::CanCache, to_cache, |n| n.can_cache(), |c| {
-            if c.has(Cb::Cache) {
-                CacheMode::Native
-            } else {
-                CacheMode::None
-            }
-        })
+        self.query(
+            Cb::CanCache,
+            to_cache,
+            |n| n.can_cache(),
+            |c| {
+                if c.has(Cb::Cache) {
+                    CacheMode::Native
+                } else {
+                    CacheMode::None
+                }
+            },
+        )
     }
     fn is_rotational(&self) -> Result<bool> {
         self.query(Cb::IsRotational, to_bool, |n| n.is_rotational(), |_| false)
@@ -281,7 +341,12 @@ impl Backend for Layer {
         self.query(Cb::BlockSize, to_block_size, |n| n.block_size(), |_| None)
     }
     fn export_description(&self) -> Result<Option<String>> {
-        self.query(Cb::ExportDescription, to_desc, |n| n.export_description(), |_| None)
+        self.query(
+            Cb::ExportDescription,
+            to_desc,
+            |n| n.export_description(),
+            |_| None,
+        )
     }
 
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
@@ -295,14 +360,24 @@ impl Backend for Layer {
         if !code.has(Cb::Pread) {
             return match &self.next {
                 Some(n) => n.pread_owned(count, offset, flags),
-                None => Err(BackendError::io(format!("{}: the script does not define pread", self.host.name))),
+                None => Err(BackendError::io(format!(
+                    "{}: the script does not define pread",
+                    self.host.name
+                ))),
             };
         }
-        let v = self.call(&code, Cb::Pread, vec![int(count as u64), int(offset), Dynamic::from(flags as INT)])?;
+        let v = self.call(
+            &code,
+            Cb::Pread,
+            vec![int(count as u64), int(offset), Dynamic::from(flags as INT)],
+        )?;
         let t = v.type_name();
-        let b = v
-            .into_blob()
-            .map_err(|_| BackendError::io(format!("{}: pread must return a Blob, got {t}", self.host.name)))?;
+        let b = v.into_blob().map_err(|_| {
+            BackendError::io(format!(
+                "{}: pread must return a Blob, got {t}",
+                self.host.name
+            ))
+        })?;
         if b.len() != count as usize {
             return Err(BackendError::io(format!(
                 "{}: pread returned {} bytes, expected {count}",
@@ -320,10 +395,21 @@ impl Backend for Layer {
         if !code.has(Cb::Pwrite) {
             return match &self.next {
                 Some(n) => n.pwrite_owned(buf, offset, flags),
-                None => Err(BackendError::new(Errno::Perm, format!("{}: the script does not define pwrite", self.host.name))),
+                None => Err(BackendError::new(
+                    Errno::Perm,
+                    format!("{}: the script does not define pwrite", self.host.name),
+                )),
             };
         }
-        unit(self.call(&code, Cb::Pwrite, vec![Dynamic::from_blob(buf), int(offset), Dynamic::from(flags as INT)]))
+        unit(self.call(
+            &code,
+            Cb::Pwrite,
+            vec![
+                Dynamic::from_blob(buf),
+                int(offset),
+                Dynamic::from(flags as INT),
+            ],
+        ))
     }
     fn flush(&self, flags: u32) -> Result<()> {
         let code = self.code();
@@ -339,14 +425,20 @@ impl Backend for Layer {
         match (self.ranged(Cb::Trim, count, offset, flags), &self.next) {
             (Some(r), _) => unit(r),
             (None, Some(n)) => n.trim(count, offset, flags),
-            (None, None) => Err(BackendError::new(Errno::NotSup, "the script does not define trim")),
+            (None, None) => Err(BackendError::new(
+                Errno::NotSup,
+                "the script does not define trim",
+            )),
         }
     }
     fn zero(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
         match (self.ranged(Cb::Zero, count, offset, flags), &self.next) {
             (Some(r), _) => unit(r),
             (None, Some(n)) => n.zero(count, offset, flags),
-            (None, None) => Err(BackendError::new(Errno::NotSup, "the script does not define zero")),
+            (None, None) => Err(BackendError::new(
+                Errno::NotSup,
+                "the script does not define zero",
+            )),
         }
     }
     fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {

@@ -39,11 +39,20 @@ pub fn watch(host: &Arc<Host>) -> Result<Option<Watch>, ConfigError> {
             let _ = tx.send(ev);
         }
     })
-    .map_err(|e| ConfigError::new(format!("{}: cannot watch for changes: {e} (use --no-watch)", host.name)))?;
+    .map_err(|e| {
+        ConfigError::new(format!(
+            "{}: cannot watch for changes: {e} (use --no-watch)",
+            host.name
+        ))
+    })?;
     let watcher = Arc::new(Mutex::new(watcher));
     let mut dirs = BTreeSet::new();
-    add_dirs(&watcher, &mut dirs, &file, host)
-        .map_err(|e| ConfigError::new(format!("{}: cannot watch for changes: {e} (use --no-watch)", host.name)))?;
+    add_dirs(&watcher, &mut dirs, &file, host).map_err(|e| {
+        ConfigError::new(format!(
+            "{}: cannot watch for changes: {e} (use --no-watch)",
+            host.name
+        ))
+    })?;
     let last = host.source.text().ok();
     let weak = Arc::downgrade(host);
     let w2 = Arc::downgrade(&watcher);
@@ -76,11 +85,13 @@ fn add_dirs(
 }
 
 fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> bool {
-    let kind_ok = match ev.kind {
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        _ => false,
-    };
+    let kind_ok = matches!(
+        ev.kind,
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
     if !kind_ok {
         return false;
     }

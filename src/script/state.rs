@@ -50,11 +50,18 @@ pub fn register(e: &mut Engine) {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
     e.register_fn("keys", |s: &mut State| -> Array {
-        s.0.read().keys().map(|k| Dynamic::from(k.to_string())).collect()
+        s.0.read()
+            .keys()
+            .map(|k| Dynamic::from(k.to_string()))
+            .collect()
     });
-    e.register_fn("values", |s: &mut State| -> Array { s.0.read().values().cloned().collect() });
+    e.register_fn("values", |s: &mut State| -> Array {
+        s.0.read().values().cloned().collect()
+    });
     e.register_fn("len", |s: &mut State| s.0.read().len() as INT);
-    e.register_fn("contains", |s: &mut State, k: ImmutableString| s.0.read().contains_key(k.as_str()));
+    e.register_fn("contains", |s: &mut State, k: ImmutableString| {
+        s.0.read().contains_key(k.as_str())
+    });
     e.register_fn("remove", |s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.write().remove(k.as_str()).unwrap_or(Dynamic::UNIT)
     });

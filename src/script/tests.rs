@@ -4,15 +4,26 @@ use super::*;
 use crate::backend::{Backend, Errno};
 
 pub(super) fn opts() -> ScriptOptions {
-    ScriptOptions { watch: false, ..ScriptOptions::default() }
+    ScriptOptions {
+        watch: false,
+        ..ScriptOptions::default()
+    }
 }
 
 pub(super) fn text(s: &str) -> ScriptSource {
-    ScriptSource::Text { name: "t.rhai".into(), text: s.into() }
+    ScriptSource::Text {
+        name: "t.rhai".into(),
+        text: s.into(),
+    }
 }
 
 pub(super) fn plugin(s: &str, params: &[(&str, &str)]) -> ScriptPlugin {
-    let p = Params::new(params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let p = Params::new(
+        params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
     match ScriptPlugin::load(&text(s), &p, &opts()) {
         Ok(p) => p,
         Err(e) => panic!("load failed: {e}"),
@@ -44,7 +55,10 @@ fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
     assert_eq!(c2.pread_owned(1, 1024, 0).unwrap(), vec![7]);
     // Past the end: EINVAL / ENOSPC from disk().
     assert_eq!(c.pread_owned(2, 65535, 0).unwrap_err().errno, Errno::Inval);
-    assert_eq!(c.pwrite_owned(vec![1; 2], 65535, 0).unwrap_err().errno, Errno::NoSpc);
+    assert_eq!(
+        c.pwrite_owned(vec![1; 2], 65535, 0).unwrap_err().errno,
+        Errno::NoSpc
+    );
 }
 
 fn open(p: &ScriptPlugin) -> std::sync::Arc<dyn Backend> {
@@ -129,12 +143,27 @@ fn can_cache(h) { "emulate" }
     assert_eq!(c.block_size().unwrap().unwrap().preferred, 4096);
     assert_eq!(c.export_description().unwrap().as_deref(), Some("hello"));
     assert!(c.is_blocking());
-    assert_eq!(c.thread_model(), crate::backend::ThreadModel::SerializeAllRequests);
+    assert_eq!(
+        c.thread_model(),
+        crate::backend::ThreadModel::SerializeAllRequests
+    );
     let e = c.extents(100, 50, 0).unwrap();
     assert_eq!(e.as_slice().len(), 1);
-    assert_eq!((e.as_slice()[0].offset, e.as_slice()[0].length, e.as_slice()[0].typ), (50, 100, 3));
+    assert_eq!(
+        (
+            e.as_slice()[0].offset,
+            e.as_slice()[0].length,
+            e.as_slice()[0].typ
+        ),
+        (50, 100, 3)
+    );
     c.zero(10, 0, 0).unwrap();
-    assert_eq!(c.zero(10, 0, crate::backend::flags::MAY_TRIM).unwrap_err().errno, Errno::NotSup);
+    assert_eq!(
+        c.zero(10, 0, crate::backend::flags::MAY_TRIM)
+            .unwrap_err()
+            .errno,
+        Errno::NotSup
+    );
 }
 
 #[test]
@@ -161,7 +190,10 @@ fn pread(h, count, offset) {\n\
     assert!(e.message.contains("t.rhai:5:"), "{e}");
     let e = c.pread_owned(1, 2, 0).unwrap_err();
     assert_eq!(e.errno, Errno::Io);
-    assert!(e.message.contains("t.rhai:6:") && e.message.contains("oops"), "{e}");
+    assert!(
+        e.message.contains("t.rhai:6:") && e.message.contains("oops"),
+        "{e}"
+    );
     assert_eq!(c.pread_owned(4, 3, 0).unwrap_err().errno, Errno::Io);
     assert_eq!(c.pread_owned(4, 4, 0).unwrap_err().errno, Errno::Io);
     // The layer still works after errors.
@@ -171,18 +203,30 @@ fn pread(h, count, offset) {\n\
 #[test]
 fn syntax_errors_keep_line_numbers() {
     let p = Params::default();
-    let src = "#!/usr/bin/env nbdscript\nfn get_size(h) { 1 }\n\nfn pread(h, c, o) { blob(c) +* }\n";
+    let src =
+        "#!/usr/bin/env nbdscript\nfn get_size(h) { 1 }\n\nfn pread(h, c, o) { blob(c) +* }\n";
     let e = ScriptPlugin::load(&text(src), &p, &opts()).err().unwrap();
     assert!(e.0.contains("t.rhai:4:"), "{e}");
-    let e = ScriptPlugin::load(&text("fn get_size(h) { 1 }"), &p, &opts()).err().unwrap();
+    let e = ScriptPlugin::load(&text("fn get_size(h) { 1 }"), &p, &opts())
+        .err()
+        .unwrap();
     assert!(e.0.contains("pread"), "{e}");
-    let e = ScriptPlugin::load(&text("fn get_size(h) { 1 }\nfn pread(h) { 1 }"), &p, &opts()).err().unwrap();
+    let e = ScriptPlugin::load(
+        &text("fn get_size(h) { 1 }\nfn pread(h) { 1 }"),
+        &p,
+        &opts(),
+    )
+    .err()
+    .unwrap();
     assert!(e.0.contains("fn pread(h, count, offset[, flags])"), "{e}");
 }
 
 #[test]
 fn runaway_scripts_are_stopped() {
-    let o = ScriptOptions { max_operations: 100_000, ..opts() };
+    let o = ScriptOptions {
+        max_operations: 100_000,
+        ..opts()
+    };
     let src = r#"
 fn get_size(h) { 1024 }
 fn deep(n) { deep(n + 1) }
@@ -199,9 +243,17 @@ fn pread(h, count, offset) {
         let e = c.pread_owned(1, off, 0).unwrap_err();
         assert_eq!(e.errno, Errno::Io, "{e}");
     }
-    assert!(c.pread_owned(1, 0, 0).unwrap_err().message.contains("too many operations"));
+    assert!(c
+        .pread_owned(1, 0, 0)
+        .unwrap_err()
+        .message
+        .contains("too many operations"));
     // The time limit stops it too.
-    let o = ScriptOptions { max_operations: 0, timeout: Some(std::time::Duration::from_millis(50)), ..opts() };
+    let o = ScriptOptions {
+        max_operations: 0,
+        timeout: Some(std::time::Duration::from_millis(50)),
+        ..opts()
+    };
     let p = ScriptPlugin::load(&text(src), &Params::default(), &o).unwrap();
     let e = open(&p).pread_owned(1, 0, 0).unwrap_err();
     assert!(e.message.contains("time limit"), "{e}");
@@ -220,16 +272,43 @@ fn sandbox() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("lib.rhai"), "fn size() { 777 }").unwrap();
     let main = dir.path().join("main.rhai");
-    std::fs::write(&main, "fn get_size(h) { import \"lib\" as lib; lib::size() }\nfn pread(h,c,o) { blob(c) }").unwrap();
-    let p = ScriptPlugin::load(&ScriptSource::File(main.clone()), &Params::default(), &opts()).unwrap();
+    std::fs::write(
+        &main,
+        "fn get_size(h) { import \"lib\" as lib; lib::size() }\nfn pread(h,c,o) { blob(c) }",
+    )
+    .unwrap();
+    let p = ScriptPlugin::load(
+        &ScriptSource::File(main.clone()),
+        &Params::default(),
+        &opts(),
+    )
+    .unwrap();
     assert_eq!(open(&p).get_size().unwrap(), 777);
     for bad in ["../lib", "/etc/passwd"] {
-        std::fs::write(&main, format!("import \"{bad}\" as x;\nfn get_size(h) {{ 1 }}\nfn pread(h,c,o) {{ blob(c) }}")).unwrap();
-        let e = ScriptPlugin::load(&ScriptSource::File(main.clone()), &Params::default(), &opts()).err().unwrap();
+        std::fs::write(
+            &main,
+            format!(
+                "import \"{bad}\" as x;\nfn get_size(h) {{ 1 }}\nfn pread(h,c,o) {{ blob(c) }}"
+            ),
+        )
+        .unwrap();
+        let e = ScriptPlugin::load(
+            &ScriptSource::File(main.clone()),
+            &Params::default(),
+            &opts(),
+        )
+        .err()
+        .unwrap();
         assert!(e.0.contains("directory"), "{e}");
     }
     // A script from standard input may import nothing from the filesystem.
-    let e = ScriptPlugin::load(&text("import \"lib\" as x;\nfn get_size(h) { 1 }\nfn pread(h,c,o) { blob(c) }"), &Params::default(), &opts()).err().unwrap();
+    let e = ScriptPlugin::load(
+        &text("import \"lib\" as x;\nfn get_size(h) { 1 }\nfn pread(h,c,o) { blob(c) }"),
+        &Params::default(),
+        &opts(),
+    )
+    .err()
+    .unwrap();
     assert!(e.0.contains("std/"), "{e}");
 }
 
@@ -254,10 +333,17 @@ fn pread(h, count, offset) {
     assert_eq!(c.get_size().unwrap(), 1 << 20);
     assert_eq!(c.pread_owned(4, 0, 0).unwrap(), vec![0xAB; 4]);
     assert_eq!(c.pread_owned(4, 1, 0).unwrap(), vec![0; 4]);
-    assert_eq!(c.pread_owned(4, 2, 0).unwrap(), vec![0xAB, 0x11, 0x11, 0xAB]);
+    assert_eq!(
+        c.pread_owned(4, 2, 0).unwrap(),
+        vec![0xAB, 0x11, 0x11, 0xAB]
+    );
     assert_eq!(c.pread_owned(4, 3, 0).unwrap_err().errno, Errno::Inval);
     assert_eq!(c.pread_owned(4, 4, 0).unwrap(), vec![0; 4]);
-    assert!(c.pread_owned(4, 5, 0).unwrap_err().message.contains("data()"));
+    assert!(c
+        .pread_owned(4, 5, 0)
+        .unwrap_err()
+        .message
+        .contains("data()"));
 }
 
 #[test]
@@ -280,10 +366,21 @@ fn thread_model() { "parallel" }
     assert_eq!(c.thread_model(), crate::backend::ThreadModel::Parallel);
     c.pwrite_owned(vec![1; 65536], 65536, 0).unwrap();
     let e = c.extents(1 << 20, 0, 0).unwrap();
-    let v: Vec<_> = e.as_slice().iter().map(|x| (x.offset, x.length, x.typ)).collect();
-    assert_eq!(v, vec![(0, 65536, 3), (65536, 65536, 0), (131072, 917504, 3)]);
+    let v: Vec<_> = e
+        .as_slice()
+        .iter()
+        .map(|x| (x.offset, x.length, x.typ))
+        .collect();
+    assert_eq!(
+        v,
+        vec![(0, 65536, 3), (65536, 65536, 0), (131072, 917504, 3)]
+    );
     c.zero(65536, 65536, 0).unwrap();
-    assert!(c.pread_owned(65536, 65536, 0).unwrap().iter().all(|b| *b == 0));
+    assert!(c
+        .pread_owned(65536, 65536, 0)
+        .unwrap()
+        .iter()
+        .all(|b| *b == 0));
     c.flush(0).unwrap();
 }
 
@@ -322,7 +419,10 @@ fn pwrite(next, h, buf, offset) { next.pwrite(buf, offset + 512) }
     c.trim(4096, 0, 0).unwrap();
     assert_eq!(c.extents(4096, 0, 0).unwrap().as_slice()[0].typ, 3);
     // A request past the end of the layer below fails with its errno.
-    assert_eq!(c.pwrite_owned(vec![1; 2], 3583, 0).unwrap_err().errno, Errno::NoSpc);
+    assert_eq!(
+        c.pwrite_owned(vec![1; 2], 3583, 0).unwrap_err().errno,
+        Errno::NoSpc
+    );
     assert_eq!(c.pread_owned(2, 3583, 0).unwrap_err().errno, Errno::Inval);
 }
 
@@ -369,7 +469,12 @@ fn reload_swaps_code_keeps_state_and_refuses_broken() {
     let path = dir.path().join("p.rhai");
     let v1 = "fn config(p) { #{ d: disk(4096) } }\nfn get_size(h) { h.d.size() }\nfn pwrite(h, b, o) { h.d.pwrite(b, o) }\nfn pread(h, c, o) { if o == 0 { pattern(c, blob(1, 1)) } else { h.d.pread(c, o) } }\n";
     std::fs::write(&path, v1).unwrap();
-    let p = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &opts()).unwrap();
+    let p = ScriptPlugin::load(
+        &ScriptSource::File(path.clone()),
+        &Params::default(),
+        &opts(),
+    )
+    .unwrap();
     let c = open(&p);
     c.pwrite_owned(vec![7; 16], 1024, 0).unwrap();
     assert_eq!(c.pread_owned(2, 0, 0).unwrap(), vec![1, 1]);
@@ -383,7 +488,12 @@ fn reload_swaps_code_keeps_state_and_refuses_broken() {
     // Adding config() (which would have to run again) is refused too.
     let v0 = "fn get_size(h) { 4096 }\nfn pread(h, c, o) { blob(c) }\n";
     std::fs::write(&path, v0).unwrap();
-    let q = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &opts()).unwrap();
+    let q = ScriptPlugin::load(
+        &ScriptSource::File(path.clone()),
+        &Params::default(),
+        &opts(),
+    )
+    .unwrap();
     std::fs::write(&path, format!("fn config(p) {{ 1 }}\n{v0}")).unwrap();
     assert!(q.reload().unwrap_err().contains("config"));
     std::fs::write(&path, v1.replace("blob(1, 1)", "blob(1, 4)")).unwrap();
@@ -396,9 +506,14 @@ fn reload_swaps_code_keeps_state_and_refuses_broken() {
 fn watcher_reloads_on_save() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.rhai");
-    let v = |n: u8| format!("fn get_size(h) {{ 4096 }}\nfn pread(h, c, o) {{ pattern(c, blob(1, {n})) }}\n");
+    let v = |n: u8| {
+        format!("fn get_size(h) {{ 4096 }}\nfn pread(h, c, o) {{ pattern(c, blob(1, {n})) }}\n")
+    };
     std::fs::write(&path, v(1)).unwrap();
-    let o = ScriptOptions { watch: true, ..opts() };
+    let o = ScriptOptions {
+        watch: true,
+        ..opts()
+    };
     let p = ScriptPlugin::load(&ScriptSource::File(path.clone()), &Params::default(), &o).unwrap();
     let c = open(&p);
     assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![1]);
@@ -406,7 +521,10 @@ fn watcher_reloads_on_save() {
     std::fs::write(&path, v(2)).unwrap();
     // The reload is asynchronous: poll for the new behaviour (bounded).
     while c.pread_owned(1, 0, 0).unwrap() != vec![2] {
-        assert!(t.elapsed() < std::time::Duration::from_secs(5), "no reload after 5 s");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "no reload after 5 s"
+        );
         std::thread::yield_now();
     }
     eprintln!("reload delay: {:?}", t.elapsed());

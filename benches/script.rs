@@ -2,7 +2,7 @@
 //! through the `Backend` trait (what the server does per request).
 //! `cargo bench --bench script` (harness = false: prints ns per call).
 
-use nbdscript::backend::{Backend, Filter, Plugin};
+use nbdscript::backend::Backend;
 use nbdscript::params::Params;
 use nbdscript::script::{load_filter_from, load_plugin_from, ScriptOptions, ScriptSource};
 use std::sync::Arc;
@@ -36,25 +36,6 @@ fn bench(label: &str, iters: u32, mut f: impl FnMut()) {
 }
 
 fn main() {
-    {
-        let e = rhai::Engine::new();
-        let ast = e.compile("fn get_size(h) { 1024 }").unwrap();
-        bench(
-            "raw rhai call_fn (Engine::new, eval_ast=false)",
-            200_000,
-            || {
-                let _: rhai::Dynamic = e
-                    .call_fn_with_options(
-                        rhai::CallFnOptions::new().eval_ast(false),
-                        &mut rhai::Scope::new(),
-                        &ast,
-                        "get_size",
-                        (rhai::Dynamic::from(1i64),),
-                    )
-                    .unwrap();
-            },
-        );
-    }
     let opts = ScriptOptions {
         watch: false,
         ..ScriptOptions::default()
@@ -86,6 +67,29 @@ fn main() {
             50_000,
             || {
                 c.pwrite_owned(buf.clone(), 8192, 0).unwrap();
+            },
+        );
+    }
+    // The same RAM disk copying the received buffer (no take(buf)).
+    let copied = ramdisk.replace(
+        "h.disk.pwrite(take(buf), offset)",
+        "h.disk.pwrite(buf, offset)",
+    );
+    assert!(copied != ramdisk);
+    let p2 = load_plugin_from(
+        &src("ramdisk-copy.rhai", &copied),
+        &Params::new(vec![("size".into(), "64M".into())]),
+        &opts,
+    )
+    .expect("load ramdisk-copy");
+    let c2 = p2.open(false, "").expect("open");
+    for size in [4096u32, 65536] {
+        let buf = vec![7u8; size as usize];
+        bench(
+            &format!("ramdisk.rhai without take(buf) pwrite_owned {size}"),
+            50_000,
+            || {
+                c2.pwrite_owned(buf.clone(), 8192, 0).unwrap();
             },
         );
     }

@@ -65,8 +65,10 @@ impl Cb {
     }
 }
 
-/// One compiled version of a script.
+/// One compiled version of a script, with the engine it was compiled for
+/// (which has fast getters for the property names the script uses).
 pub struct Code {
+    pub engine: Engine,
     pub ast: AST,
     /// Arity of each callback the script defines.
     arity: [Option<u8>; SPECS.len()],
@@ -74,7 +76,7 @@ pub struct Code {
 
 impl Code {
     /// Check the callbacks' parameter counts.
-    fn new(ast: AST, kind: Kind, file: &str) -> Result<Code, String> {
+    fn new(engine: Engine, ast: AST, kind: Kind, file: &str) -> Result<Code, String> {
         let mut arity = [None; SPECS.len()];
         let mut bad = Vec::new();
         for f in ast.iter_functions() {
@@ -101,7 +103,7 @@ impl Code {
         if !bad.is_empty() {
             return Err(format!("{file}: {}", bad.join("; ")));
         }
-        let code = Code { ast, arity };
+        let code = Code { engine, ast, arity };
         if kind == Kind::Plugin {
             for cb in [Cb::GetSize, Cb::Pread] {
                 if !code.has(cb) {
@@ -148,7 +150,6 @@ fn signature(name: &str, kind: Kind) -> String {
 
 /// A loaded script, shared by the plugin/filter and all its connections.
 pub struct Host {
-    pub engine: Engine,
     pub code: ArcSwap<Code>,
     pub opts: ScriptOptions,
     /// What `config` returned (entries shared, so changes persist).
@@ -175,10 +176,9 @@ impl Host {
         let text = source.text().map_err(ConfigError::new)?;
         let name = source.display_name();
         let imports = Imports::default();
-        let engine = engine::build(opts, source.dir(), imports.clone());
-        let code = compile(&engine, opts, &text, &name, kind).map_err(ConfigError::new)?;
+        let code = compile(source, &imports, opts, &text, &name, kind).map_err(ConfigError::new)?;
         let declared = if code.has(Cb::Params) {
-            let v = call_raw(&engine, opts, &code, &name, Cb::Params, vec![])
+            let v = call_raw(opts, &code, &name, Cb::Params, vec![])
                 .map_err(|e| ConfigError::new(e.message))?;
             Some(declared_keys(v).ok_or_else(|| {
                 ConfigError::new(format!(
@@ -196,13 +196,13 @@ impl Host {
         }
         let pm = Dynamic::from_map(pm);
         let state = if code.has(Cb::Config) {
-            call_raw(&engine, opts, &code, &name, Cb::Config, vec![pm])
+            call_raw(opts, &code, &name, Cb::Config, vec![pm])
                 .map_err(|e| ConfigError::new(format!("{name}: config failed: {}", e.message)))?
         } else {
             pm
         };
         let model = if code.has(Cb::ThreadModel) {
-            let v = call_raw(&engine, opts, &code, &name, Cb::ThreadModel, vec![])
+            let v = call_raw(opts, &code, &name, Cb::ThreadModel, vec![])
                 .map_err(|e| ConfigError::new(e.message))?;
             parse_model(&v.to_string())
                 .ok_or_else(|| ConfigError::new(format!("{name}: thread_model() returned {v:?}; use \"serialize_all_requests\", \"serialize_requests\" or \"parallel\"")))?
@@ -210,7 +210,6 @@ impl Host {
             ThreadModel::SerializeAllRequests
         };
         Ok(Host {
-            engine,
             code: ArcSwap::from_pointee(code),
             opts: opts.clone(),
             state: share_entries(state),
@@ -229,7 +228,14 @@ impl Host {
     /// only at start-up), is refused and the old one keeps serving.
     pub fn reload(&self) -> Result<(), String> {
         let text = self.source.text()?;
-        let code = compile(&self.engine, &self.opts, &text, &self.name, self.kind)?;
+        let code = compile(
+            &self.source,
+            &self.imports,
+            &self.opts,
+            &text,
+            &self.name,
+            self.kind,
+        )?;
         if code.has(Cb::Config) && !self.code.load().has(Cb::Config) {
             return Err(format!(
                 "{}: this version adds fn config(), which runs only at start-up; restart nbdscript to use it",
@@ -247,17 +253,19 @@ impl Host {
 }
 
 fn compile(
-    engine: &Engine,
+    source: &ScriptSource,
+    imports: &Imports,
     opts: &ScriptOptions,
     text: &str,
     name: &str,
     kind: Kind,
 ) -> Result<Code, String> {
-    let ast = engine::compile(engine, text, name)?;
-    let code = Code::new(ast, kind, name)?;
+    let engine = engine::build(opts, source.dir(), imports.clone(), text);
+    let ast = engine::compile(&engine, text, name)?;
+    let code = Code::new(engine, ast, kind, name)?;
     // Run the top level once (never again per call).
     engine::with_deadline(opts, || {
-        engine.run_ast_with_scope(&mut Scope::new(), &code.ast)
+        code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast)
     })
     .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
     Ok(code)
@@ -266,7 +274,6 @@ fn compile(
 /// The call path: no top-level re-run, a fresh scope, arguments moved in,
 /// trailing optional arguments (flags) dropped to the script's arity.
 pub fn call_raw(
-    engine: &Engine,
     opts: &ScriptOptions,
     code: &Code,
     file: &str,
@@ -278,7 +285,7 @@ pub fn call_raw(
     })?;
     args.truncate(n);
     let r = engine::with_deadline(opts, || {
-        engine.call_fn_with_options::<Dynamic>(
+        code.engine.call_fn_with_options::<Dynamic>(
             CallFnOptions::new().eval_ast(false).rewind_scope(false),
             &mut Scope::new(),
             &code.ast,

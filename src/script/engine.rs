@@ -32,7 +32,7 @@ pub type Imports = Arc<Mutex<BTreeSet<PathBuf>>>;
 /// Build the hardened engine for a script living in `dir` (None: a script
 /// from standard input or the built-in library, which may import only the
 /// built-in library).
-pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports) -> Engine {
+pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text: &str) -> Engine {
     let mut e = Engine::new();
     e.disable_symbol("eval");
     e.set_max_operations(opts.max_operations);
@@ -66,6 +66,7 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports) -> En
     host::register(&mut e);
     super::filter::register(&mut e);
     super::state::register(&mut e);
+    super::state::register_props(&mut e, text);
     e
 }
 

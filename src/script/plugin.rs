@@ -102,7 +102,7 @@ impl Layer {
                 }
                 let _g =
                     (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
-                let v = call_raw(&host.engine, &host.opts, &code, &host.name, Cb::Open, args)?;
+                let v = call_raw(&host.opts, &code, &host.name, Cb::Open, args)?;
                 host.make_handle(v)
             }
             None => host.state.clone(),
@@ -134,14 +134,7 @@ impl Layer {
             ThreadModel::SerializeRequests => Some(self.lock.lock()),
             ThreadModel::Parallel => None,
         };
-        call_raw(
-            &self.host.engine,
-            &self.host.opts,
-            code,
-            &self.host.name,
-            cb,
-            args,
-        )
+        call_raw(&self.host.opts, code, &self.host.name, cb, args)
     }
 
     /// A `can_*`-style query: the script's answer, else the next layer's

@@ -69,3 +69,34 @@ pub fn register(e: &mut Engine) {
     e.register_fn("to_string", |s: &mut State| show(s));
     e.register_fn("to_debug", |s: &mut State| show(s));
 }
+
+/// Register a getter and setter on `State` for every `.name` in the
+/// script's text: the same as the indexer, but without rhai's slow
+/// "no getter" fallback path (which formats an error on every access).
+pub fn register_props(e: &mut Engine, text: &str) {
+    let mut names = std::collections::BTreeSet::new();
+    let b = text.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c != b'.' {
+            continue;
+        }
+        let rest = &text[i + 1..];
+        let end = rest
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        if name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_') {
+            names.insert(name);
+        }
+    }
+    for n in names {
+        let k: ImmutableString = n.into();
+        let k2 = k.clone();
+        e.register_get(n, move |s: &mut State| -> Dynamic {
+            s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
+        });
+        e.register_set(n, move |s: &mut State, v: Dynamic| {
+            s.0.write().insert(k2.as_str().into(), v);
+        });
+    }
+}

@@ -84,7 +84,9 @@ fn add_dirs(
     Ok(())
 }
 
-fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> bool {
+/// Whether the event concerns the script (`Some(false)`) or a file it
+/// imports (`Some(true)`).
+fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> Option<bool> {
     let kind_ok = matches!(
         ev.kind,
         EventKind::Create(_)
@@ -93,10 +95,13 @@ fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> bool {
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     );
     if !kind_ok {
-        return false;
+        return None;
     }
     let imports = host.imports.lock().map(|s| s.clone()).unwrap_or_default();
-    ev.paths.iter().any(|p| p == file || imports.contains(p))
+    if ev.paths.iter().any(|p| imports.contains(p)) {
+        return Some(true);
+    }
+    ev.paths.iter().any(|p| p == file).then_some(false)
 }
 
 fn run(
@@ -109,19 +114,22 @@ fn run(
 ) {
     while let Ok(ev) = rx.recv() {
         let Some(h) = host.upgrade() else { return };
-        if !relevant(&ev, &file, &h) {
+        let Some(mut import) = relevant(&ev, &file, &h) else {
             continue;
-        }
+        };
         // Wait for the writes of one save to settle.
         loop {
             match rx.recv_timeout(QUIET) {
-                Ok(_) => continue,
+                Ok(ev) => {
+                    import |= relevant(&ev, &file, &h) == Some(true);
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
         let text = h.source.text().ok();
-        if text.is_none() || text == last {
+        if text.is_none() || (text == last && !import) {
             continue;
         }
         last = text;

@@ -530,3 +530,53 @@ fn watcher_reloads_on_save() {
     eprintln!("reload delay: {:?}", t.elapsed());
     assert!(t.elapsed() < std::time::Duration::from_millis(1000));
 }
+
+#[test]
+fn watcher_reloads_when_an_import_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.rhai"), "fn byte() { 1 }").unwrap();
+    let path = dir.path().join("m.rhai");
+    std::fs::write(
+        &path,
+        "fn get_size(h) { 512 }\nfn pread(h, c, o) { import \"lib\" as lib; blob(c, lib::byte()) }\n",
+    )
+    .unwrap();
+    let o = ScriptOptions {
+        watch: true,
+        ..opts()
+    };
+    let p = ScriptPlugin::load(&ScriptSource::File(path), &Params::default(), &o).unwrap();
+    let c = open(&p);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![1]);
+    let t = std::time::Instant::now();
+    std::fs::write(dir.path().join("lib.rhai"), "fn byte() { 2 }").unwrap();
+    while c.pread_owned(1, 0, 0).unwrap() != vec![2] {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "no reload after 5 s"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn filter_declares_its_params() {
+    let flags = crate::cli::ScriptFlags {
+        watch: false,
+        allow_files: false,
+        max_operations: None,
+        timeout_ms: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.rhai");
+    std::fs::write(&path, "fn params() { #{ skip: \"bytes to skip\" } }\nfn config(p) { if \"size\" in p { throw \"sees the plugin's size\" } #{ skip: parse_int(p.skip) } }\nfn get_size(next, h) { next.get_size() - h.skip }\n").unwrap();
+    let p = Params::new(vec![
+        ("skip".into(), "100".into()),
+        ("size".into(), "1M".into()),
+    ]);
+    let (f, keys) = load_filter(path.to_str().unwrap(), &p, &flags).unwrap();
+    assert_eq!(keys, vec!["skip".to_string()]);
+    let c = f.open(memory(1000), false).unwrap();
+    assert_eq!(c.get_size().unwrap(), 900);
+    assert!(load_plugin("no-such-stdlib-name", &p, &flags).is_err());
+}

@@ -1,11 +1,10 @@
-# benches/ramdisk.py: the RAM disk of examples/ramdisk.rhai as an nbdkit
-# python plugin, for scripts/bench ("script ramdisk vs nbdkit python").
-#   nbdkit python benches/ramdisk.py size=256M
+# benches/ramdisk.py: the RAM disk of examples/ramdisk.rhai written as an
+# nbdkit python plugin, for scripts/bench (nbdkit python benches/ramdisk.py size=256M).
 import nbdkit
 
 API_VERSION = 2
-size = 64 * 1024 * 1024
 disk = None
+size = 64 * 1024 * 1024
 
 
 def config(key, value):
@@ -30,7 +29,7 @@ def open(readonly):
 
 
 def get_size(h):
-    return size
+    return len(disk)
 
 
 def pread(h, buf, offset, flags):
@@ -43,5 +42,5 @@ def pwrite(h, buf, offset, flags):
     disk[offset:end] = buf
 
 
-def flush(h, flags):
-    pass
+def can_multi_conn(h):
+    return True

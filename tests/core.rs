@@ -461,3 +461,31 @@ fn hexdump_preview() {
         "00000000  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n*\n00010000\n"
     );
 }
+
+#[test]
+fn tcp_listener_with_nodelay() {
+    // Port 0 picks a free port; $port and $uri name the real one.
+    let out = nbdscript()
+        .env("PATH", sys_path())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "memory",
+            "2M",
+            "--run",
+            "echo $port; nbdinfo --size \"$uri\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].parse::<u16>().unwrap() > 0, "{text}");
+    assert_eq!(lines[1], "2097152");
+}

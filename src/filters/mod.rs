@@ -1,6 +1,20 @@
 //! Native filters, named as in nbdkit, and their registry.
 //! May use `backend`, `alloc`, `params`.
 
+pub mod blocksize;
+pub mod common;
+pub mod cow;
+pub mod delay;
+pub mod error;
+pub mod fua;
+pub mod log;
+pub mod offset;
+pub mod partition;
+pub mod readonly;
+pub mod tar;
+pub mod truncate;
+pub mod xz;
+
 use crate::backend::Filter;
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
@@ -23,7 +37,20 @@ impl FilterDef {
 
 /// Every built-in native filter.
 pub fn builtin() -> &'static [FilterDef] {
-    static DEFS: &[FilterDef] = &[];
+    static DEFS: &[FilterDef] = &[
+        offset::DEF,
+        partition::DEF,
+        truncate::DEF,
+        tar::DEF,
+        cow::DEF,
+        error::DEF,
+        delay::DEF,
+        log::DEF,
+        readonly::DEF,
+        blocksize::DEF,
+        fua::DEF,
+        xz::DEF,
+    ];
     DEFS
 }
 

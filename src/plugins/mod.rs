@@ -2,8 +2,14 @@
 //! looks names up in. May use `backend`, `alloc`, `datastr`, `params`.
 
 pub mod file;
+pub mod full;
+pub mod http;
 pub mod memory;
 pub mod null;
+pub mod pattern;
+pub mod random;
+pub mod tmpdisk;
+pub mod zero;
 
 use crate::backend::Plugin;
 use crate::params::{ConfigError, Params};
@@ -32,7 +38,17 @@ impl PluginDef {
 
 /// Every built-in native plugin.
 pub fn builtin() -> &'static [PluginDef] {
-    static DEFS: &[PluginDef] = &[memory::DEF, null::DEF, file::DEF];
+    static DEFS: &[PluginDef] = &[
+        memory::DEF,
+        null::DEF,
+        file::DEF,
+        pattern::DEF,
+        zero::DEF,
+        full::DEF,
+        random::DEF,
+        http::DEF,
+        tmpdisk::DEF,
+    ];
     DEFS
 }
 

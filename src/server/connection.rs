@@ -16,6 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+/// Requests on a non-blocking export shorter than this run inline.
+const INLINE_MAX: u64 = 256 * 1024;
+
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
 
@@ -96,11 +99,23 @@ async fn request_loop<R: AsyncRead + Unpin>(
     let model = export.top().thread_model();
     let conn_lock = Arc::new(parking_lot::Mutex::new(()));
     let mut buf = BytesMut::with_capacity(256 * 1024);
+    // Replies of inline requests are batched and handed to the writer once
+    // per read from the socket: one wake-up and one write per batch.
+    let mut batch = BytesMut::with_capacity(256 * 1024);
+    let send_batch = |batch: &mut BytesMut| {
+        if !batch.is_empty() {
+            let _ = tx.send(Reply {
+                head: batch.split(),
+                data: None,
+            });
+        }
+    };
     loop {
         let req = loop {
             match parse_request(&mut buf, ext) {
                 Ok(Some(req)) => break req,
                 Ok(None) => {
+                    send_batch(&mut batch);
                     if !fill(r, &mut buf, shutdown).await? {
                         return Ok(());
                     }
@@ -112,6 +127,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         };
         if req.typ == CMD_DISC {
             debug!("client sent DISC");
+            send_batch(&mut batch);
             return Ok(());
         }
         let plen = req.payload_len(ext);
@@ -127,16 +143,33 @@ async fn request_loop<R: AsyncRead + Unpin>(
             None
         };
         if let Err(e) = valid {
-            let _ = tx.send(dispatch::error_reply(&req, ci, &e));
+            batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
             continue;
         }
         if req.typ == CMD_WRITE && payload.is_none() && req.length > 0 {
             let e = crate::backend::BackendError::new(Errno::Inval, "write payload too large");
-            let _ = tx.send(dispatch::error_reply(&req, ci, &e));
+            batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
             continue;
         }
-        if !blocking {
-            let _ = tx.send(dispatch::execute(export, &req, payload, ci));
+        // Cheap calls run inline; big copies go to the pool so the next
+        // request is read while this one is copied.
+        if !blocking && req.length < INLINE_MAX {
+            let rep = dispatch::execute(export, &req, payload, ci);
+            batch.extend_from_slice(&rep.head);
+            if let Some(d) = rep.data {
+                if d.len() <= COALESCE {
+                    batch.extend_from_slice(&d);
+                } else {
+                    send_batch(&mut batch);
+                    let _ = tx.send(Reply {
+                        head: BytesMut::new(),
+                        data: Some(d),
+                    });
+                }
+            }
+            if batch.len() >= 256 * 1024 {
+                send_batch(&mut batch);
+            }
             continue;
         }
         spawn_request(
@@ -186,8 +219,15 @@ async fn read_payload<R: AsyncRead + Unpin>(
     v.extend_from_slice(&buf[..have]);
     buf.advance(have);
     if have < n {
-        v.resize(n, 0);
-        r.read_exact(&mut v[have..]).await?;
+        // Read straight into the spare capacity: no zero-fill, no copy.
+        let rest = (n - have) as u64;
+        let got = r.take(rest).read_to_end(&mut v).await?;
+        if (got as u64) < rest {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "client vanished in the middle of a write payload",
+            ));
+        }
     }
     Ok(v)
 }

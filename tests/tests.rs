@@ -7,3 +7,4 @@ mod core;
 mod datastr;
 mod filters;
 mod remote;
+mod script;

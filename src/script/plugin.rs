@@ -1,0 +1,468 @@
+//! `ScriptPlugin` (a script as the backend `Plugin`) and `Layer`, the
+//! per-connection `Backend` of a script plugin or filter: capabilities from
+//! which callbacks exist (overridden by `can_*`), the thread model's locks,
+//! Blobs moved in and out. Only `src/script/` may import rhai.
+
+use super::code::{call_raw, Cb, Code, Host, Kind};
+use super::host::{array_to_extents, size_arg};
+use super::reload::{self, Watch};
+use super::{ScriptOptions, ScriptSource};
+use crate::backend::{
+    extent_type, Backend, BackendError, BlockSize, CacheMode, Errno, Extents, FuaMode, Plugin,
+    Result, ThreadModel,
+};
+use crate::params::{ConfigError, Params};
+use rhai::{Dynamic, INT};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A script plugin: process-wide (its `config` state is shared by every
+/// connection and survives reloads).
+pub struct ScriptPlugin {
+    host: Arc<Host>,
+    _watch: Option<Watch>,
+}
+
+impl ScriptPlugin {
+    pub fn load(
+        source: &ScriptSource,
+        params: &Params,
+        opts: &ScriptOptions,
+    ) -> std::result::Result<Self, ConfigError> {
+        let host = Arc::new(Host::load(source, params, opts, Kind::Plugin)?);
+        let _watch = reload::watch(&host)?;
+        Ok(ScriptPlugin { host, _watch })
+    }
+
+    /// Recompile now (what the watcher does on a change).
+    pub fn reload(&self) -> std::result::Result<(), String> {
+        self.host.reload()
+    }
+}
+
+impl Plugin for ScriptPlugin {
+    fn name(&self) -> String {
+        self.host.name.clone()
+    }
+    fn open(&self, readonly: bool, _export: &str) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(Layer::open(self.host.clone(), None, readonly)?))
+    }
+    fn dump(&self) -> Vec<(String, String)> {
+        dump(&self.host)
+    }
+}
+
+/// `--dump-plugin` lines: the callbacks the script defines and its model.
+pub fn dump(host: &Host) -> Vec<(String, String)> {
+    let code = host.code.load();
+    let mut fns: Vec<String> = code
+        .ast
+        .iter_functions()
+        .map(|f| format!("{}/{}", f.name, f.params.len()))
+        .collect();
+    fns.sort();
+    vec![
+        ("script".into(), host.name.clone()),
+        ("callbacks".into(), fns.join(" ")),
+        ("thread_model".into(), format!("{:?}", host.model)),
+        (
+            "reload".into(),
+            (host.opts.watch && matches!(host.source, ScriptSource::File(_))).to_string(),
+        ),
+    ]
+}
+
+/// One connection's view of a script layer.
+pub struct Layer {
+    host: Arc<Host>,
+    handle: Dynamic,
+    next: Option<Arc<dyn Backend>>,
+    /// `next` as the script sees it (a `Next` value), or unit for plugins.
+    next_dyn: Dynamic,
+    lock: parking_lot::Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl Layer {
+    pub fn open(
+        host: Arc<Host>,
+        next: Option<(Arc<dyn Backend>, Dynamic)>,
+        readonly: bool,
+    ) -> Result<Layer> {
+        let (next, next_dyn) = match next {
+            Some((n, d)) => (Some(n), d),
+            None => (None, Dynamic::UNIT),
+        };
+        let code = host.code.load_full();
+        let handle = match code.arity(Cb::Open) {
+            Some(n) => {
+                let mut args = vec![host.state.clone(), Dynamic::from(readonly)];
+                if host.kind == Kind::Filter && n == 3 {
+                    args.insert(0, next_dyn.clone());
+                }
+                let _g =
+                    (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
+                let v = call_raw(&host.opts, &code, &host.name, Cb::Open, args)?;
+                host.make_handle(v)
+            }
+            None => host.state.clone(),
+        };
+        Ok(Layer {
+            host,
+            handle,
+            next,
+            next_dyn,
+            lock: parking_lot::Mutex::new(()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn code(&self) -> Arc<Code> {
+        self.host.code.load_full()
+    }
+
+    /// Call `cb` of `code` with `[next,] h, rest...` under the thread model's lock.
+    fn call(&self, code: &Code, cb: Cb, rest: Vec<Dynamic>) -> Result<Dynamic> {
+        let mut args = Vec::with_capacity(rest.len() + 2);
+        if self.next.is_some() {
+            args.push(self.next_dyn.clone());
+        }
+        args.push(self.handle.clone());
+        args.extend(rest);
+        let _g = match self.host.model {
+            ThreadModel::SerializeAllRequests => Some(self.host.global.lock()),
+            ThreadModel::SerializeRequests => Some(self.lock.lock()),
+            ThreadModel::Parallel => None,
+        };
+        call_raw(&self.host.opts, code, &self.host.name, cb, args)
+    }
+
+    /// A `can_*`-style query: the script's answer, else the next layer's
+    /// (filters), else `default` (plugins).
+    fn query<T>(
+        &self,
+        cb: Cb,
+        conv: fn(Dynamic, &str) -> Result<T>,
+        next: impl FnOnce(&dyn Backend) -> Result<T>,
+        default: impl FnOnce(&Code) -> T,
+    ) -> Result<T> {
+        let code = self.code();
+        if code.has(cb) {
+            let v = self.call(&code, cb, vec![])?;
+            return conv(v, cb.name());
+        }
+        match &self.next {
+            Some(n) => next(n.as_ref()),
+            None => Ok(default(&code)),
+        }
+    }
+
+    fn ranged(&self, cb: Cb, count: u64, offset: u64, flags: u32) -> Option<Result<Dynamic>> {
+        let code = self.code();
+        code.has(cb).then(|| {
+            self.call(
+                &code,
+                cb,
+                vec![int(count), int(offset), Dynamic::from(flags as INT)],
+            )
+        })
+    }
+}
+
+fn int(v: u64) -> Dynamic {
+    Dynamic::from(v as INT)
+}
+
+fn bad(cb: &str, want: &str, v: &Dynamic) -> BackendError {
+    BackendError::io(format!(
+        "{cb} must return {want}, got {} ({v})",
+        v.type_name()
+    ))
+}
+
+fn to_bool(v: Dynamic, cb: &str) -> Result<bool> {
+    v.as_bool()
+        .or_else(|_| v.as_int().map(|i| i != 0))
+        .map_err(|_| bad(cb, "true or false", &v))
+}
+
+fn to_fua(v: Dynamic, cb: &str) -> Result<FuaMode> {
+    if let Ok(b) = v.as_bool() {
+        return Ok(if b { FuaMode::Native } else { FuaMode::None });
+    }
+    match v.to_string().as_str() {
+        "none" => Ok(FuaMode::None),
+        "emulate" => Ok(FuaMode::Emulate),
+        "native" => Ok(FuaMode::Native),
+        _ => Err(bad(cb, "\"none\", \"emulate\", \"native\" or a bool", &v)),
+    }
+}
+
+fn to_cache(v: Dynamic, cb: &str) -> Result<CacheMode> {
+    if let Ok(b) = v.as_bool() {
+        return Ok(if b {
+            CacheMode::Native
+        } else {
+            CacheMode::None
+        });
+    }
+    match v.to_string().as_str() {
+        "none" => Ok(CacheMode::None),
+        "emulate" => Ok(CacheMode::Emulate),
+        "native" => Ok(CacheMode::Native),
+        _ => Err(bad(cb, "\"none\", \"emulate\", \"native\" or a bool", &v)),
+    }
+}
+
+fn to_block_size(v: Dynamic, cb: &str) -> Result<Option<BlockSize>> {
+    if v.is_unit() {
+        return Ok(None);
+    }
+    let nums: Vec<u32> = v
+        .clone()
+        .into_array()
+        .map_err(|_| bad(cb, "[minimum, preferred, maximum]", &v))?
+        .into_iter()
+        .filter_map(|x| x.as_int().ok().and_then(|i| u32::try_from(i).ok()))
+        .collect();
+    match nums[..] {
+        [minimum, preferred, maximum] => Ok(Some(BlockSize {
+            minimum,
+            preferred,
+            maximum,
+        })),
+        _ => Err(bad(cb, "[minimum, preferred, maximum]", &v)),
+    }
+}
+
+fn to_desc(v: Dynamic, _cb: &str) -> Result<Option<String>> {
+    Ok((!v.is_unit()).then(|| v.to_string()))
+}
+
+fn to_size(v: Dynamic, cb: &str) -> Result<u64> {
+    size_arg(&v, cb).map_err(|_| bad(cb, "a size (an integer or a string like \"64M\")", &v))
+}
+
+fn unit(r: Result<Dynamic>) -> Result<()> {
+    r.map(|_| ())
+}
+
+impl Backend for Layer {
+    fn next(&self) -> Option<&dyn Backend> {
+        self.next.as_deref()
+    }
+    fn is_blocking(&self) -> bool {
+        true
+    }
+    fn thread_model(&self) -> ThreadModel {
+        match &self.next {
+            Some(n) => self.host.model.min(n.thread_model()),
+            None => self.host.model,
+        }
+    }
+    fn get_size(&self) -> Result<u64> {
+        self.query(Cb::GetSize, to_size, |n| n.get_size(), |_| 0)
+    }
+    fn can_write(&self) -> Result<bool> {
+        self.query(
+            Cb::CanWrite,
+            to_bool,
+            |n| n.can_write(),
+            |c| c.has(Cb::Pwrite),
+        )
+    }
+    fn can_flush(&self) -> Result<bool> {
+        self.query(
+            Cb::CanFlush,
+            to_bool,
+            |n| n.can_flush(),
+            |c| c.has(Cb::Flush),
+        )
+    }
+    fn can_trim(&self) -> Result<bool> {
+        self.query(Cb::CanTrim, to_bool, |n| n.can_trim(), |c| c.has(Cb::Trim))
+    }
+    fn can_zero(&self) -> Result<bool> {
+        self.query(Cb::CanZero, to_bool, |n| n.can_zero(), |c| c.has(Cb::Zero))
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        self.query(Cb::CanFastZero, to_bool, |n| n.can_fast_zero(), |_| false)
+    }
+    fn can_extents(&self) -> Result<bool> {
+        self.query(
+            Cb::CanExtents,
+            to_bool,
+            |n| n.can_extents(),
+            |c| c.has(Cb::Extents),
+        )
+    }
+    fn can_fua(&self) -> Result<FuaMode> {
+        self.query(
+            Cb::CanFua,
+            to_fua,
+            |n| n.can_fua(),
+            |c| {
+                if c.has(Cb::Flush) {
+                    FuaMode::Emulate
+                } else {
+                    FuaMode::None
+                }
+            },
+        )
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        self.query(Cb::CanMultiConn, to_bool, |n| n.can_multi_conn(), |_| false)
+    }
+    fn can_cache(&self) -> Result<CacheMode> {
+        self.query(
+            Cb::CanCache,
+            to_cache,
+            |n| n.can_cache(),
+            |c| {
+                if c.has(Cb::Cache) {
+                    CacheMode::Native
+                } else {
+                    CacheMode::None
+                }
+            },
+        )
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        self.query(Cb::IsRotational, to_bool, |n| n.is_rotational(), |_| false)
+    }
+    fn block_size(&self) -> Result<Option<BlockSize>> {
+        self.query(Cb::BlockSize, to_block_size, |n| n.block_size(), |_| None)
+    }
+    fn export_description(&self) -> Result<Option<String>> {
+        self.query(
+            Cb::ExportDescription,
+            to_desc,
+            |n| n.export_description(),
+            |_| None,
+        )
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
+        let count = u32::try_from(buf.len()).map_err(|_| BackendError::inval("read too large"))?;
+        let v = self.pread_owned(count, offset, flags)?;
+        buf.copy_from_slice(&v);
+        Ok(())
+    }
+    fn pread_owned(&self, count: u32, offset: u64, flags: u32) -> Result<Vec<u8>> {
+        let code = self.code();
+        if !code.has(Cb::Pread) {
+            return match &self.next {
+                Some(n) => n.pread_owned(count, offset, flags),
+                None => Err(BackendError::io(format!(
+                    "{}: the script does not define pread",
+                    self.host.name
+                ))),
+            };
+        }
+        let v = self.call(
+            &code,
+            Cb::Pread,
+            vec![int(count as u64), int(offset), Dynamic::from(flags as INT)],
+        )?;
+        let t = v.type_name();
+        let b = v.into_blob().map_err(|_| {
+            BackendError::io(format!(
+                "{}: pread must return a Blob, got {t}",
+                self.host.name
+            ))
+        })?;
+        if b.len() != count as usize {
+            return Err(BackendError::io(format!(
+                "{}: pread returned {} bytes, expected {count}",
+                self.host.name,
+                b.len()
+            )));
+        }
+        Ok(b)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, flags: u32) -> Result<()> {
+        self.pwrite_owned(buf.to_vec(), offset, flags)
+    }
+    fn pwrite_owned(&self, buf: Vec<u8>, offset: u64, flags: u32) -> Result<()> {
+        let code = self.code();
+        if !code.has(Cb::Pwrite) {
+            return match &self.next {
+                Some(n) => n.pwrite_owned(buf, offset, flags),
+                None => Err(BackendError::new(
+                    Errno::Perm,
+                    format!("{}: the script does not define pwrite", self.host.name),
+                )),
+            };
+        }
+        unit(self.call(
+            &code,
+            Cb::Pwrite,
+            vec![
+                Dynamic::from_blob(buf),
+                int(offset),
+                Dynamic::from(flags as INT),
+            ],
+        ))
+    }
+    fn flush(&self, flags: u32) -> Result<()> {
+        let code = self.code();
+        if code.has(Cb::Flush) {
+            return unit(self.call(&code, Cb::Flush, vec![Dynamic::from(flags as INT)]));
+        }
+        match &self.next {
+            Some(n) => n.flush(flags),
+            None => Ok(()),
+        }
+    }
+    fn trim(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        match (self.ranged(Cb::Trim, count, offset, flags), &self.next) {
+            (Some(r), _) => unit(r),
+            (None, Some(n)) => n.trim(count, offset, flags),
+            (None, None) => Err(BackendError::new(
+                Errno::NotSup,
+                "the script does not define trim",
+            )),
+        }
+    }
+    fn zero(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        match (self.ranged(Cb::Zero, count, offset, flags), &self.next) {
+            (Some(r), _) => unit(r),
+            (None, Some(n)) => n.zero(count, offset, flags),
+            (None, None) => Err(BackendError::new(
+                Errno::NotSup,
+                "the script does not define zero",
+            )),
+        }
+    }
+    fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {
+        match (self.ranged(Cb::Extents, count, offset, flags), &self.next) {
+            (Some(r), _) => array_to_extents(r?, count, offset)
+                .map_err(|m| BackendError::io(format!("{}: {m}", self.host.name))),
+            (None, Some(n)) => n.extents(count, offset, flags),
+            (None, None) => {
+                let mut e = Extents::new(offset, count);
+                e.add(offset, count, extent_type::DATA)?;
+                Ok(e)
+            }
+        }
+    }
+    fn cache(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
+        match (self.ranged(Cb::Cache, count, offset, flags), &self.next) {
+            (Some(r), _) => unit(r),
+            (None, Some(n)) => n.cache(count, offset, flags),
+            (None, None) => Ok(()),
+        }
+    }
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let code = self.code();
+        if code.has(Cb::Close) {
+            let _ = self.call(&code, Cb::Close, vec![]);
+        }
+        if let Some(n) = &self.next {
+            n.close()
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `State`: the value a map returned by `config` or `open` becomes, so the
+//! changes a script makes (`h.count += 1`) persist between calls and are
+//! shared by every holder (all connections, for `config`'s state). A Rust
+//! lock guards it; rhai's own shared values are never put inside data.
+//! Only `src/script/` may import rhai.
+
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
+use std::sync::Arc;
+
+/// A shared map. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct State(pub Arc<parking_lot::RwLock<Map>>);
+
+impl State {
+    pub fn new(m: Map) -> Self {
+        State(Arc::new(parking_lot::RwLock::new(m)))
+    }
+}
+
+/// A map from `config`/`open` becomes a `State`; other values stay as they are.
+pub fn to_state(v: Dynamic) -> Dynamic {
+    let v = v.flatten();
+    if v.is_map() {
+        match v.try_cast::<Map>() {
+            Some(m) => Dynamic::from(State::new(m)),
+            None => Dynamic::UNIT,
+        }
+    } else {
+        v
+    }
+}
+
+fn show(s: &State) -> String {
+    let m = s.0.read();
+    let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+    format!("#{{{}}}", items.join(", "))
+}
+
+/// Register `State` with map-like access: `s.key`, `s["key"]`, `keys`,
+/// `values`, `len`, `contains`/`in`, `remove`, `get`, `to_map`.
+pub fn register(e: &mut Engine) {
+    e.register_type_with_name::<State>("State");
+    e.register_indexer_get(|s: &mut State, k: ImmutableString| -> Dynamic {
+        s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
+    });
+    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| {
+        s.0.write().insert(k.as_str().into(), v);
+    });
+    e.register_fn("get", |s: &mut State, k: ImmutableString| -> Dynamic {
+        s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
+    });
+    e.register_fn("keys", |s: &mut State| -> Array {
+        s.0.read()
+            .keys()
+            .map(|k| Dynamic::from(k.to_string()))
+            .collect()
+    });
+    e.register_fn("values", |s: &mut State| -> Array {
+        s.0.read().values().cloned().collect()
+    });
+    e.register_fn("len", |s: &mut State| s.0.read().len() as INT);
+    e.register_fn("contains", |s: &mut State, k: ImmutableString| {
+        s.0.read().contains_key(k.as_str())
+    });
+    e.register_fn("remove", |s: &mut State, k: ImmutableString| -> Dynamic {
+        s.0.write().remove(k.as_str()).unwrap_or(Dynamic::UNIT)
+    });
+    e.register_fn("to_map", |s: &mut State| -> Map { s.0.read().clone() });
+    e.register_fn("to_string", |s: &mut State| show(s));
+    e.register_fn("to_debug", |s: &mut State| show(s));
+}
+
+/// Register a getter and setter on `State` for every `.name` in the
+/// script's text: the same as the indexer, but without rhai's slow
+/// "no getter" fallback path (which formats an error on every access).
+pub fn register_props(e: &mut Engine, text: &str) {
+    let mut names = std::collections::BTreeSet::new();
+    let b = text.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c != b'.' {
+            continue;
+        }
+        let rest = &text[i + 1..];
+        let end = rest
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        if name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_') {
+            names.insert(name);
+        }
+    }
+    for n in names {
+        let k: ImmutableString = n.into();
+        let k2 = k.clone();
+        e.register_get(n, move |s: &mut State| -> Dynamic {
+            s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
+        });
+        e.register_set(n, move |s: &mut State, v: Dynamic| {
+            s.0.write().insert(k2.as_str().into(), v);
+        });
+    }
+}

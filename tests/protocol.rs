@@ -747,3 +747,45 @@ print(h.pread(8192, 0) == b"\x77" * 4096 + bytes(4096))
     assert_eq!(theirs, "ENOTSUP\nTrue\nTrue\n");
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn extended_headers_64_bit_extents_and_opt_out() {
+    let s = Server::start(&["memory", "16G"]);
+    raw(
+        &s,
+        r#"
+def bs_ext(c, cookie, ln, flags=0):
+    c.req(7, 0, ln, cookie, flags=flags, ext=True); cs = c.chunks(); assert types(cs) == [6], cs
+    d = cs[0]["data"]; n = struct.unpack(">I", d[4:8])[0]
+    return [struct.unpack(">QQ", d[8 + 16 * i:24 + 16 * i]) for i in range(n)]
+c = C(); c.last(11)
+c.opt(10, struct.pack(">II", 0, 1) + struct.pack(">I", 15) + b"base:allocation"); c.reps(); c.go()
+c.req(1, 5 << 30, 4096, 1, data=b"x" * 4096, ext=True); assert types(c.chunks()) == [0]
+e = bs_ext(c, 2, 16 << 30)
+assert e[0] == (5 << 30, 3), e            # one 5 GiB hole: a 64-bit length
+assert e[1][1] == 0 and sum(l for l, _ in e) == 16 << 30, e
+# 64-bit zero and trim lengths
+c.req(6, 0, 8 << 30, 3, ext=True); assert types(c.chunks()) == [0]
+c.req(4, 8 << 30, 8 << 30, 4, ext=True); assert types(c.chunks()) == [0]
+assert bs_ext(c, 5, 16 << 30) == [(16 << 30, 3)]
+# compact: descriptors stay 32-bit and within the request
+c = C(); c.last(8)
+c.opt(10, struct.pack(">II", 0, 1) + struct.pack(">I", 15) + b"base:allocation"); c.reps(); c.go()
+c.req(1, 5 << 30, 4096, 1, data=b"y" * 4096); assert types(c.chunks()) == [0]
+c.req(7, 4 << 30, 0xffffffff, 2); cs = c.chunks(); assert types(cs) == [5], cs
+d = cs[0]["data"][4:]; e = [struct.unpack(">II", d[i:i + 8]) for i in range(0, len(d), 8)]
+assert e[0] == (1 << 30, 3) and e[1][1] == 0 and sum(l for l, _ in e) <= 0xffffffff, e
+"#,
+    );
+    let off = Server::start(&["--no-extended-headers", "memory", "1M"]);
+    raw(
+        &off,
+        r#"
+c = C()
+assert c.last(11) == (11, ERR + 1), "EXTENDED_HEADERS: ERR_UNSUP when turned off"
+assert c.last(8) == (8, 1)
+assert c.go()[-1][1] == 1
+c.req(0, 0, 4, 1); cs = c.chunks(); assert cs[0]["magic"] == 0x668e33ef, cs
+"#,
+    );
+}

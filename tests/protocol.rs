@@ -789,3 +789,26 @@ c.req(0, 0, 4, 1); cs = c.chunks(); assert cs[0]["magic"] == 0x668e33ef, cs
 "#,
     );
 }
+
+#[test]
+fn sigterm_with_a_client_idle_in_the_handshake_exits() {
+    use std::io::Read;
+    let s = Server::start(&["memory", "1M"]);
+    let mut idle = std::os::unix::net::UnixStream::connect(&s.sock).unwrap();
+    let mut g = [0u8; 18];
+    idle.read_exact(&mut g).unwrap();
+    assert_eq!(&g[..8], b"NBDMAGIC");
+    // The client now says nothing. SIGTERM must still end the server.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(s.stop());
+    });
+    let (code, err) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("server did not exit on SIGTERM with a client in the handshake");
+    assert_eq!(code, Some(0), "{err}");
+    // The idle client sees the connection closed.
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}

@@ -4,7 +4,7 @@
 //! the blocking pool when it may block, so replies may be reordered.
 
 use super::dispatch::{self, ConnInfo, Reply};
-use super::negotiate::negotiate;
+use super::negotiate::{negotiate, shutdown_requested};
 use super::Shared;
 use crate::backend::{Errno, Export, ThreadModel};
 use crate::protocol::consts::*;
@@ -33,7 +33,15 @@ pub async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let neg = match negotiate(&mut r, &mut w, &shared).await {
+    // A client idle in the handshake must not hold up shutdown.
+    let negotiated = tokio::select! {
+        n = negotiate(&mut r, &mut w, &shared) => n,
+        _ = shutdown_requested(&mut shutdown) => {
+            debug!("shutdown during the handshake");
+            return;
+        }
+    };
+    let neg = match negotiated {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {

@@ -94,6 +94,13 @@ async fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
     }
 }
 
+/// Resolves once the server is shutting down (never if it cannot).
+pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await
+    }
+}
+
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or
 /// disconnect) without entering transmission.
 pub async fn negotiate<R, W>(

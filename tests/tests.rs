@@ -1,7 +1,9 @@
 //! The one integration-test binary: every module here starts the real
 //! `nbdscript` and checks it with real NBD clients.
 
+mod alloc;
 mod common;
 mod core;
 mod filters;
 mod protocol;
+mod remote;

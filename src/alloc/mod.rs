@@ -3,9 +3,17 @@
 //! chosen with nbdkit's `allocator=TYPE[,KEY=VALUE...]` syntax.
 //! Must not import tokio, rhai, or anything else in this crate.
 
+mod malloc;
 mod sparse;
+mod table;
+#[cfg(test)]
+mod tests;
+mod zstd;
 
+pub use malloc::Malloc;
 pub use sparse::Sparse;
+pub use table::{is_zero, PAGE};
+pub use zstd::Zstd;
 
 use std::fmt;
 use std::sync::Arc;
@@ -88,6 +96,11 @@ pub trait Allocator: Send + Sync + 'static {
     /// Describe `[offset, offset+count)` as ascending contiguous extents.
     /// Never claims HOLE or ZERO where a non-zero byte is stored.
     fn extents(&self, count: u64, offset: u64) -> Result<Vec<AllocExtent>>;
+    /// True when calls may take long (compression): the server should run
+    /// them on its worker pool rather than inline.
+    fn is_blocking(&self) -> bool {
+        false
+    }
     /// Preferred request size (nbdkit: 32768 for sparse and zstd, 512 for malloc).
     fn preferred_block(&self) -> u32 {
         32768
@@ -146,12 +159,9 @@ impl AllocSpec {
     /// Make an allocator of this kind for a disk of about `size` bytes.
     pub fn create(&self, size: u64) -> Result<Arc<dyn Allocator>> {
         let a: Arc<dyn Allocator> = match self {
-            AllocSpec::Sparse => Arc::new(Sparse::new()),
-            AllocSpec::Malloc { .. } | AllocSpec::Zstd => {
-                return Err(AllocError::Config(format!(
-                    "allocator {self:?} is not available yet"
-                )))
-            }
+            AllocSpec::Sparse => Arc::new(Sparse::with_size(size)),
+            AllocSpec::Malloc { mlock } => Arc::new(Malloc::new(size, *mlock)?),
+            AllocSpec::Zstd => Arc::new(Zstd::with_size(size)),
         };
         a.set_size_hint(size)?;
         Ok(a)

@@ -13,6 +13,7 @@ pub mod partition;
 pub mod readonly;
 pub mod tar;
 pub mod truncate;
+pub mod xz;
 
 use crate::backend::Filter;
 use crate::params::{ConfigError, Params};
@@ -48,6 +49,7 @@ pub fn builtin() -> &'static [FilterDef] {
         readonly::DEF,
         blocksize::DEF,
         fua::DEF,
+        xz::DEF,
     ];
     DEFS
 }

@@ -3,10 +3,12 @@
 
 pub mod file;
 pub mod full;
+pub mod http;
 pub mod memory;
 pub mod null;
 pub mod pattern;
 pub mod random;
+pub mod tmpdisk;
 pub mod zero;
 
 use crate::backend::Plugin;
@@ -44,6 +46,8 @@ pub fn builtin() -> &'static [PluginDef] {
         zero::DEF,
         full::DEF,
         random::DEF,
+        http::DEF,
+        tmpdisk::DEF,
     ];
     DEFS
 }

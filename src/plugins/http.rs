@@ -1,0 +1,477 @@
+//! The `http` plugin (also `curl`, nbdkit's name): serve a file from a web
+//! server with ranged GETs over a pooled keep-alive client (ureq, blocking:
+//! no tokio). Redirects are resolved once at start; the size comes from HEAD
+//! or a ranged GET; a server that ignores ranges is refused. Read-only.
+//! May use `backend`, `params`; must not import tokio or rhai.
+
+use super::PluginDef;
+use crate::backend::{Backend, BackendError, CacheMode, Errno, FuaMode, Plugin, Result};
+use crate::params::{ConfigError, Params};
+use parking_lot::{Condvar, Mutex};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod auth;
+
+pub const DEF: PluginDef = PluginDef {
+    name: "http",
+    aliases: &["curl"],
+    magic_key: Some("url"),
+    params: &[
+        ("url", "the http:// or https:// URL of the disk image (required)"),
+        ("connections", "most HTTP connections in use at once (default 16)"),
+        ("header", "an extra request header `Name: value`; repeatable"),
+        ("cookie", "a Cookie header value sent with every request"),
+        ("user", "user name for HTTP basic authentication"),
+        (
+            "password",
+            "password: the value, `-` to prompt, `+FILE` to read a file, `-FD` to read a descriptor",
+        ),
+        ("sslverify", "verify the server's TLS certificate (default true)"),
+        ("timeout", "seconds a whole request may take (default: no limit)"),
+        ("user-agent", "the User-Agent header (default nbdscript/VERSION)"),
+    ],
+    description: "serve a disk image from a web server with range requests (read-only)",
+    make,
+};
+
+const MAX_REDIRECTS: usize = 10;
+
+fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
+    p.check_known("http", &DEF.keys())?;
+    let url = p.require("url", "http")?.to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::new(format!(
+            "http: url={url}: only http:// and https:// URLs are accepted"
+        )));
+    }
+    let connections = match p.get("connections") {
+        None => 16,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(format!(
+                    "http: connections={v}: expected a number from 1 to 1024"
+                )))
+            }
+        },
+    };
+    let timeout = match p.get("timeout") {
+        None => None,
+        Some(v) => match v.trim().trim_end_matches('s').parse::<u64>() {
+            Ok(n) if n > 0 => Some(Duration::from_secs(n)),
+            _ => {
+                return Err(ConfigError::new(format!(
+                    "http: timeout={v}: expected a whole number of seconds, at least 1"
+                )))
+            }
+        },
+    };
+    let sslverify = p.bool("sslverify")?.unwrap_or(true);
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (k, v) in &p.items {
+        if k == "header" {
+            let (name, value) = v
+                .split_once(':')
+                .filter(|(n, _)| !n.trim().is_empty())
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "http: header={v}: expected `Name: value`, e.g. header='X-Token: abc'"
+                    ))
+                })?;
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    if let Some(c) = p.get("cookie") {
+        headers.push(("Cookie".into(), c.to_string()));
+    }
+    match (p.get("user"), p.get("password")) {
+        (Some(u), pw) => {
+            let pw = match pw {
+                Some(v) => auth::read_password(v)
+                    .map_err(|e| ConfigError::new(format!("http: password=: {e}")))?,
+                None => String::new(),
+            };
+            headers.push(("Authorization".into(), auth::basic(u, &pw)));
+        }
+        (None, Some(_)) => return Err(ConfigError::new("http: password= needs user= as well")),
+        (None, None) => {}
+    }
+    let ua = p
+        .get("user-agent")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("nbdscript/{}", env!("CARGO_PKG_VERSION")));
+    let client = Client::new(connections, timeout, sslverify, headers, &ua);
+    let (url, size) = client
+        .resolve(&url)
+        .map_err(|e| ConfigError::new(format!("http: url={url}: {e}")))?;
+    Ok(Arc::new(HttpPlugin {
+        inner: Arc::new(Shared { client, url, size }),
+    }))
+}
+
+/// Counts connections in use, so no more than `connections=` run at once.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn take(&self) -> SlotGuard<'_> {
+        let mut f = self.free.lock();
+        while *f == 0 {
+            self.cv.wait(&mut f);
+        }
+        *f -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// The HTTP client shared by every connection: a pooled agent, the extra
+/// headers, and the limit on connections.
+struct Client {
+    agent: ureq::Agent,
+    headers: Vec<(String, String)>,
+    slots: Slots,
+}
+
+type Resp = ureq::http::Response<ureq::Body>;
+
+fn header(r: &Resp, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Resolve `loc` (a Location header) against `base`.
+fn join_url(base: &str, loc: &str) -> String {
+    if loc.contains("://") {
+        return loc.to_string();
+    }
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    if let Some(rest) = loc.strip_prefix("//") {
+        return format!("{}{rest}", &base[..scheme_end]);
+    }
+    if loc.starts_with('/') {
+        return format!("{}{loc}", &base[..host_end]);
+    }
+    let path = base.split(['?', '#']).next().unwrap_or(base);
+    let dir_end = path.rfind('/').filter(|i| *i >= host_end).map(|i| i + 1);
+    match dir_end {
+        Some(d) => format!("{}{loc}", &path[..d]),
+        None => format!("{}/{loc}", &base[..host_end]),
+    }
+}
+
+/// Parse `bytes A-B/TOTAL` into (A, B, TOTAL).
+fn content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let v = v.trim().strip_prefix("bytes")?.trim();
+    let (range, total) = v.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        total.trim().parse().ok(),
+    ))
+}
+
+impl Client {
+    fn new(
+        connections: usize,
+        timeout: Option<Duration>,
+        sslverify: bool,
+        headers: Vec<(String, String)>,
+        user_agent: &str,
+    ) -> Client {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::NativeTls)
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .disable_verification(!sslverify)
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(timeout)
+            .tls_config(tls)
+            .max_idle_connections(connections)
+            .max_idle_connections_per_host(connections)
+            .user_agent(user_agent)
+            .build()
+            .into();
+        Client {
+            agent,
+            headers,
+            slots: Slots {
+                free: Mutex::new(connections),
+                cv: Condvar::new(),
+            },
+        }
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        range: Option<(u64, u64)>,
+    ) -> std::result::Result<Resp, String> {
+        let mut req = match method {
+            "HEAD" => self.agent.head(url),
+            _ => self.agent.get(url),
+        };
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some((a, b)) = range {
+            req = req.header("Range", format!("bytes={a}-{b}"));
+        }
+        req.call().map_err(|e| format!("{method} {url}: {e}"))
+    }
+
+    /// Follow redirects once, find the size, and check that the server
+    /// honours byte ranges. Returns the final URL and the size.
+    fn resolve(&self, start: &str) -> std::result::Result<(String, u64), String> {
+        let mut url = start.to_string();
+        let mut head_len = None;
+        let mut redirects = 0;
+        // HEAD, following redirects.
+        loop {
+            let r = self.send("HEAD", &url, None)?;
+            let st = r.status().as_u16();
+            if (300..400).contains(&st) {
+                let loc = header(&r, "location")
+                    .ok_or_else(|| format!("HEAD {url}: redirect {st} without a Location"))?;
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                url = join_url(&url, &loc);
+                continue;
+            }
+            if st == 200 {
+                head_len = header(&r, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+            } else if st == 401 || st == 403 || st == 404 {
+                return Err(format!("HEAD {url}: the server answered {st}"));
+            }
+            // Other answers (405, 501, ...): try a ranged GET below.
+            break;
+        }
+        // A ranged GET of the first byte: the range check, and the size
+        // when HEAD gave none. Also follows redirects if HEAD was refused.
+        loop {
+            if head_len == Some(0) {
+                return Ok((url, 0));
+            }
+            let r = self.send("GET", &url, Some((0, 0)))?;
+            let st = r.status().as_u16();
+            match st {
+                206 => {
+                    let cr = header(&r, "content-range").and_then(|v| content_range(&v));
+                    let size = match (cr, head_len) {
+                        (Some((0, 0, Some(t))), _) => t,
+                        (Some((0, 0, None)), Some(t)) => t,
+                        _ => {
+                            return Err(format!(
+                                "GET {url} with Range: bytes=0-0 gave no usable Content-Range \
+                                 and HEAD no Content-Length: cannot tell the size"
+                            ))
+                        }
+                    };
+                    drain(r);
+                    if size > i64::MAX as u64 {
+                        return Err(format!("the size {size} is larger than 2^63-1"));
+                    }
+                    return Ok((url, size));
+                }
+                200 => {
+                    return Err(
+                        "the server ignores byte-range requests (it answered a Range request \
+                         with 200 and the whole file); nbdscript needs a server that supports \
+                         Range (Accept-Ranges: bytes)"
+                            .to_string(),
+                    )
+                }
+                416 => {
+                    let total = header(&r, "content-range")
+                        .and_then(|v| v.rsplit('/').next().and_then(|t| t.trim().parse().ok()));
+                    if total == Some(0) || head_len == Some(0) {
+                        return Ok((url, 0));
+                    }
+                    return Err(format!(
+                        "GET {url}: the server answered 416 for the first byte"
+                    ));
+                }
+                300..=399 => {
+                    let loc = header(&r, "location")
+                        .ok_or_else(|| format!("GET {url}: redirect {st} without a Location"))?;
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(format!("more than {MAX_REDIRECTS} redirects"));
+                    }
+                    url = join_url(&url, &loc);
+                }
+                _ => return Err(format!("GET {url}: the server answered {st}")),
+            }
+        }
+    }
+
+    /// Fill `buf` from `offset` with one ranged GET (retried once when a
+    /// pooled connection turns out to be closed).
+    fn read(&self, url: &str, buf: &mut [u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let _slot = self.slots.take();
+        let last = offset + buf.len() as u64 - 1;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.read_once(url, buf, offset, last) {
+                Ok(()) => return Ok(()),
+                Err((retry, msg)) if retry && tries < 2 => {
+                    tracing::debug!("http: retrying after {msg}");
+                }
+                Err((_, msg)) => return Err(BackendError::io(format!("http: {msg}"))),
+            }
+        }
+    }
+
+    /// One attempt; the error says whether a retry may help.
+    fn read_once(
+        &self,
+        url: &str,
+        buf: &mut [u8],
+        offset: u64,
+        last: u64,
+    ) -> std::result::Result<(), (bool, String)> {
+        let mut r = self
+            .send("GET", url, Some((offset, last)))
+            .map_err(|e| (true, e))?;
+        let st = r.status().as_u16();
+        if st != 206 {
+            return Err((
+                st >= 500,
+                format!("GET {url} bytes {offset}-{last}: the server answered {st}, not 206"),
+            ));
+        }
+        match header(&r, "content-range").and_then(|v| content_range(&v)) {
+            Some((a, b, _)) if a == offset && b == last => {}
+            other => {
+                return Err((
+                    false,
+                    format!("GET {url} bytes {offset}-{last}: the server sent range {other:?}"),
+                ))
+            }
+        }
+        let mut rd = r.body_mut().as_reader();
+        rd.read_exact(buf)
+            .map_err(|e| (true, format!("GET {url} bytes {offset}-{last}: {e}")))?;
+        // Read to the end so the connection goes back to the pool.
+        let mut extra = [0u8; 1];
+        match rd.read(&mut extra) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err((false, format!("GET {url}: the server sent more than asked"))),
+            Err(e) => Err((true, format!("GET {url}: {e}"))),
+        }
+    }
+}
+
+/// Read a small body to its end so its connection can be reused.
+fn drain(mut r: Resp) {
+    let mut sink = Vec::new();
+    let _ = r
+        .body_mut()
+        .as_reader()
+        .take(1 << 16)
+        .read_to_end(&mut sink);
+}
+
+struct Shared {
+    client: Client,
+    url: String,
+    size: u64,
+}
+
+/// The process-wide plugin: the client and what was resolved at start.
+pub struct HttpPlugin {
+    inner: Arc<Shared>,
+}
+
+impl Plugin for HttpPlugin {
+    fn name(&self) -> String {
+        "http".into()
+    }
+    fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(HttpHandle {
+            inner: self.inner.clone(),
+        }))
+    }
+    fn dump(&self) -> Vec<(String, String)> {
+        vec![
+            ("url".into(), self.inner.url.clone()),
+            ("size".into(), self.inner.size.to_string()),
+        ]
+    }
+}
+
+/// One NBD connection: shares the client and its pool with every other.
+struct HttpHandle {
+    inner: Arc<Shared>,
+}
+
+impl Backend for HttpHandle {
+    fn is_blocking(&self) -> bool {
+        true
+    }
+    fn get_size(&self) -> Result<u64> {
+        Ok(self.inner.size)
+    }
+    fn can_write(&self) -> Result<bool> {
+        Ok(false)
+    }
+    fn can_fua(&self) -> Result<FuaMode> {
+        Ok(FuaMode::None)
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_cache(&self) -> Result<CacheMode> {
+        Ok(CacheMode::None)
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.inner.size) {
+            return Err(BackendError::new(
+                Errno::Inval,
+                format!("http: read at {offset}+{} beyond the end", buf.len()),
+            ));
+        }
+        self.inner.client.read(&self.inner.url, buf, offset)
+    }
+    fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: u32) -> Result<()> {
+        Err(BackendError::new(
+            Errno::Perm,
+            "http: this plugin is read-only (writes are not implemented)",
+        ))
+    }
+}
+
+#[cfg(test)]
+pub mod testserver;
+
+#[cfg(test)]
+mod tests;

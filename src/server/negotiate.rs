@@ -225,16 +225,14 @@ where
                         }
                         INFO_BLOCK_SIZE => {
                             if let Some(b) = info.block_size {
-                                // The maximum is a payload size: never more
-                                // than the largest request we accept.
-                                let max = b.maximum.min(MAX_REQUEST_SIZE as u32);
-                                hs::info_block_size(
-                                    &mut out,
-                                    h.option,
-                                    b.minimum,
-                                    b.preferred.min(max),
-                                    max,
-                                )
+                                match hs::block_size_info(b.minimum, b.preferred, b.maximum) {
+                                    Some((mn, pr, mx)) => {
+                                        hs::info_block_size(&mut out, h.option, mn, pr, mx)
+                                    }
+                                    None => warn!(
+                                        "block size {b:?} breaks the NBD rules; not advertised"
+                                    ),
+                                }
                             }
                         }
                         _ => {}

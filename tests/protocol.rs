@@ -368,7 +368,7 @@ fn extended_headers_raw() {
         r#"
 c = C()
 assert c.last(11) == (11, 1), "EXTENDED_HEADERS acked"
-assert c.last(8)[1] & ERR, "STRUCTURED_REPLY after extended headers is refused"
+assert c.last(8) == (8, ERR + 10), "STRUCTURED_REPLY after extended headers: EXT_HEADER_REQD (as qemu-nbd)"
 c.opt(10, struct.pack(">II", 0, 1) + struct.pack(">I", 15) + b"base:allocation")
 assert [t for _, t, _ in c.reps()] == [4, 1]
 g = c.go(b"", (3,))

@@ -265,10 +265,11 @@ where
                         "STRUCTURED_REPLY takes no data",
                     );
                 } else if mode == ReplyMode::Extended {
+                    // As qemu-nbd and the extension's text.
                     hs::option_error(
                         &mut out,
                         h.option,
-                        REP_ERR_INVALID,
+                        REP_ERR_EXT_HEADER_REQD,
                         "extended headers are already negotiated",
                     );
                 } else {

@@ -812,3 +812,39 @@ fn sigterm_with_a_client_idle_in_the_handshake_exits() {
     let _ = idle.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn read_only_answers_match_nbdkit() {
+    let script = r#"
+import nbd, sys
+h = nbd.NBD(); h.add_meta_context("base:allocation"); h.connect_uri(sys.argv[1]); h.set_strict_mode(0)
+print([getattr(h, f)() for f in "can_flush can_fua can_trim can_zero can_fast_zero can_df can_multi_conn can_cache is_read_only".split()])
+for nm, f in (("write", lambda: h.pwrite(b"x", 0)), ("write fua", lambda: h.pwrite(b"x", 0, nbd.CMD_FLAG_FUA)),
+              ("zero", lambda: h.zero(1, 0)), ("zero fast", lambda: h.zero(1, 0, nbd.CMD_FLAG_FAST_ZERO)),
+              ("trim", lambda: h.trim(1, 0)), ("flush", lambda: h.flush()), ("cache", lambda: h.cache(1, 0)),
+              ("read", lambda: h.pread(1, 0)), ("read fua", lambda: h.pread(1, 0, nbd.CMD_FLAG_FUA)),
+              ("write past", lambda: h.pwrite(b"x", 1 << 20)), ("trim past", lambda: h.trim(1, 1 << 20)),
+              ("read past", lambda: h.pread(1, 1 << 20))):
+    try: f(); print(nm, "ok")
+    except nbd.Error as e: print(nm, e.errno)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ro.py");
+    std::fs::write(&p, script).unwrap();
+    let run_cmd = format!("python3 {} \"$uri\"", p.display());
+    let theirs = run_ok(
+        "nbdkit",
+        &["-r", "-U", "-", "memory", "1M", "--run", &run_cmd],
+    );
+    let ours = nbdscript()
+        .env("PATH", sys_path())
+        .args(["-r", "memory", "1M", "--run", &run_cmd])
+        .output()
+        .unwrap();
+    let ours = String::from_utf8_lossy(&ours.stdout).into_owned();
+    assert!(
+        theirs.contains("zero fast EPERM") && theirs.contains("read fua EINVAL"),
+        "{theirs}"
+    );
+    assert_eq!(ours, theirs);
+}

@@ -36,7 +36,17 @@ fn fail(errno: Errno, msg: impl Into<String>) -> BackendError {
 /// error reply; the connection goes on.
 pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
     let ext = ci.mode == ReplyMode::Extended;
-    let mut allowed = CMD_FLAG_FUA;
+    // As nbdkit: writes on a read-only export are EPERM whatever else is
+    // wrong with them, and FUA is accepted only when advertised.
+    if ci.flags & FLAG_READ_ONLY != 0 && matches!(req.typ, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM)
+    {
+        return Err(fail(Errno::Perm, "write request on a read-only export"));
+    }
+    let mut allowed = if ci.flags & FLAG_SEND_FUA != 0 {
+        CMD_FLAG_FUA
+    } else {
+        0
+    };
     match req.typ {
         CMD_READ => {
             if ci.mode != ReplyMode::Simple {

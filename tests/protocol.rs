@@ -848,3 +848,37 @@ for nm, f in (("write", lambda: h.pwrite(b"x", 0)), ("write fua", lambda: h.pwri
     );
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn a_client_that_never_reads_replies_cannot_balloon_the_server() {
+    let s = Server::start(&["memory", "64M"]);
+    let body = r#"
+import time
+def rss(): return int([l for l in open("/proc/PID/status") if l.startswith("VmRSS")][0].split()[1]) >> 10
+c = C(); c.last(8); c.go()
+base = rss()
+# 24 reads of 64 MiB (1.5 GiB of replies) in 768 bytes of requests; DF
+# makes each a single 64 MiB buffer. The client reads nothing for a while.
+for i in range(24): c.req(0, 0, 64 << 20, 100 + i, flags=4)
+peak = 0; t0 = time.time()
+while time.time() - t0 < 4:
+    peak = max(peak, rss() - base)
+    assert peak < 700, "server buffered %d MiB of replies" % peak
+    time.sleep(0.05)
+# now read everything: every cookie answered once, all data zero
+c.s.settimeout(60)
+buf = bytearray(64 << 20); seen = set()
+while len(seen) < 24:
+    h = c.rx(20); m, f, t, ck, ln = struct.unpack(">IHHQI", h)
+    assert m == 0x668e33ef and t == 1 and f & 1 and ln == 8 + (64 << 20), (m, f, t, ln)
+    c.rx(8); mv = memoryview(buf); got = 0
+    while got < len(buf): 
+        n = c.s.recv_into(mv[got:]); assert n; got += n
+    assert ck not in seen; seen.add(ck)
+assert buf.count(0) == len(buf)
+print("peak", peak)
+"#
+    .replace("PID", &s.child.id().to_string());
+    let out = raw(&s, &body);
+    assert!(out.contains("peak"), "{out}");
+}

@@ -13,7 +13,7 @@ use crate::protocol::{ReplyMode, Request};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Requests on a non-blocking export shorter than this run inline.
@@ -21,6 +21,29 @@ const INLINE_MAX: u64 = 256 * 1024;
 
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
+
+/// Reply bytes (estimated from the request) one connection may have in
+/// flight or queued for the writer. When they are used up the reader stops
+/// reading requests, so a client that never reads its replies cannot make
+/// the server buffer without bound.
+const REPLY_BUDGET: u32 = 256 << 20;
+
+/// A message for the writer: reply frames and the budget they hold until
+/// written.
+struct Out {
+    rep: Reply,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The share of `REPLY_BUDGET` a request takes.
+fn reply_cost(req: &Request) -> u32 {
+    let data = match req.typ {
+        CMD_READ => req.length.min(MAX_REQUEST_SIZE),
+        CMD_BLOCK_STATUS => 64 * 1024,
+        _ => 0,
+    };
+    (data as u32).saturating_add(64).min(REPLY_BUDGET)
+}
 
 /// Serve one connection until the client disconnects or the server shuts
 /// down. Never panics on client input; errors end only this connection.
@@ -55,7 +78,7 @@ pub async fn serve<R, W>(
         flags: neg.flags,
     };
     let export = neg.export;
-    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
+    let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let writer = tokio::spawn(writer_task(w, rx));
     let result = request_loop(&mut r, &export, &ci, &shared, tx, &mut shutdown).await;
     if let Err(e) = result {
@@ -99,9 +122,10 @@ async fn request_loop<R: AsyncRead + Unpin>(
     export: &Export,
     ci: &ConnInfo,
     shared: &Arc<Shared>,
-    tx: mpsc::UnboundedSender<Reply>,
+    tx: mpsc::UnboundedSender<Out>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let budget = Arc::new(Semaphore::new(REPLY_BUDGET as usize));
     let ext = ci.mode == ReplyMode::Extended;
     let blocking = export.is_blocking();
     let model = export.top().thread_model();
@@ -110,11 +134,15 @@ async fn request_loop<R: AsyncRead + Unpin>(
     // Replies of inline requests are batched and handed to the writer once
     // per read from the socket: one wake-up and one write per batch.
     let mut batch = BytesMut::with_capacity(256 * 1024);
-    let send_batch = |batch: &mut BytesMut| {
+    let mut batch_permit: Option<OwnedSemaphorePermit> = None;
+    let send_batch = |batch: &mut BytesMut, permit: &mut Option<OwnedSemaphorePermit>| {
         if !batch.is_empty() {
-            let _ = tx.send(Reply {
-                head: batch.split(),
-                data: None,
+            let _ = tx.send(Out {
+                rep: Reply {
+                    head: batch.split(),
+                    data: None,
+                },
+                permit: permit.take(),
             });
         }
     };
@@ -123,7 +151,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             match parse_request(&mut buf, ext) {
                 Ok(Some(req)) => break req,
                 Ok(None) => {
-                    send_batch(&mut batch);
+                    send_batch(&mut batch, &mut batch_permit);
                     if !fill(r, &mut buf, shutdown).await? {
                         return Ok(());
                     }
@@ -135,9 +163,23 @@ async fn request_loop<R: AsyncRead + Unpin>(
         };
         if req.typ == CMD_DISC {
             debug!("client sent DISC");
-            send_batch(&mut batch);
+            send_batch(&mut batch, &mut batch_permit);
             return Ok(());
         }
+        let cost = reply_cost(&req);
+        let permit = match budget.clone().try_acquire_many_owned(cost) {
+            Ok(p) => p,
+            Err(_) => {
+                // Hand over what is batched (it holds budget too), then
+                // wait for the writer to free some.
+                send_batch(&mut batch, &mut batch_permit);
+                budget
+                    .clone()
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(|_| std::io::Error::other("reply budget closed"))?
+            }
+        };
         let plen = req.payload_len(ext);
         let valid = dispatch::validate(&req, ci);
         let payload = if plen > 0 {
@@ -150,13 +192,19 @@ async fn request_loop<R: AsyncRead + Unpin>(
         } else {
             None
         };
+        let mut keep = |permit: OwnedSemaphorePermit| match batch_permit.as_mut() {
+            Some(p) => p.merge(permit),
+            None => batch_permit = Some(permit),
+        };
         if let Err(e) = valid {
             batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
+            keep(permit);
             continue;
         }
         if req.typ == CMD_WRITE && payload.is_none() && req.length > 0 {
             let e = crate::backend::BackendError::new(Errno::Inval, "write payload too large");
             batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
+            keep(permit);
             continue;
         }
         // Cheap calls run inline; big copies go to the pool so the next
@@ -164,19 +212,25 @@ async fn request_loop<R: AsyncRead + Unpin>(
         if !blocking && req.length < INLINE_MAX {
             let rep = dispatch::execute(export, &req, payload, ci);
             batch.extend_from_slice(&rep.head);
-            if let Some(d) = rep.data {
-                if d.len() <= COALESCE {
-                    batch.extend_from_slice(&d);
-                } else {
-                    send_batch(&mut batch);
-                    let _ = tx.send(Reply {
-                        head: BytesMut::new(),
-                        data: Some(d),
+            match rep.data {
+                Some(d) if d.len() > COALESCE => {
+                    send_batch(&mut batch, &mut batch_permit);
+                    let _ = tx.send(Out {
+                        rep: Reply {
+                            head: BytesMut::new(),
+                            data: Some(d),
+                        },
+                        permit: Some(permit),
                     });
                 }
+                Some(d) => {
+                    batch.extend_from_slice(&d);
+                    keep(permit);
+                }
+                None => keep(permit),
             }
             if batch.len() >= 256 * 1024 {
-                send_batch(&mut batch);
+                send_batch(&mut batch, &mut batch_permit);
             }
             continue;
         }
@@ -186,6 +240,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             payload,
             *ci,
             tx.clone(),
+            permit,
             model,
             &conn_lock,
             shared,
@@ -199,7 +254,8 @@ fn spawn_request(
     req: Request,
     payload: Option<Vec<u8>>,
     ci: ConnInfo,
-    tx: mpsc::UnboundedSender<Reply>,
+    tx: mpsc::UnboundedSender<Out>,
+    permit: OwnedSemaphorePermit,
     model: ThreadModel,
     conn_lock: &Arc<parking_lot::Mutex<()>>,
     shared: &Arc<Shared>,
@@ -212,7 +268,10 @@ fn spawn_request(
     tokio::task::spawn_blocking(move || {
         let _g = lock.as_ref().map(|l| l.lock());
         let reply = dispatch::execute(&export, &req, payload, &ci);
-        let _ = tx.send(reply);
+        let _ = tx.send(Out {
+            rep: reply,
+            permit: Some(permit),
+        });
     });
 }
 
@@ -261,15 +320,18 @@ async fn discard<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Reply>) {
+async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Out>) {
     let mut out = BytesMut::with_capacity(256 * 1024);
     let mut broken = false;
-    while let Some(rep) = rx.recv().await {
+    // Budget of the replies in `out`, given back once they are written.
+    let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
+    while let Some(msg) = rx.recv().await {
         if broken {
             continue;
         }
-        let mut pending = Some(rep);
-        while let Some(rep) = pending.take() {
+        let mut pending = Some(msg);
+        while let Some(Out { rep, permit }) = pending.take() {
+            held.extend(permit);
             out.extend_from_slice(&rep.head);
             if let Some(d) = rep.data {
                 if d.len() <= COALESCE {
@@ -295,6 +357,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRec
         if !broken && w.flush().await.is_err() {
             broken = true;
         }
+        held.clear();
     }
     let _ = w.shutdown().await;
 }

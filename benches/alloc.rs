@@ -82,6 +82,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    if let Ok(path) = std::env::var("ALLOC_BENCH_FILE") {
+        return store_file(&path, filter.as_deref().unwrap_or("zstd"));
+    }
     println!("allocator  op      threads        ops/s  cpu-ns/op");
     for name in ["sparse", "malloc", "zstd"] {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -107,4 +110,40 @@ fn main() {
         }
         println!("           {}", a.stats());
     }
+}
+
+fn rss_mib(key: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// ALLOC_BENCH_FILE=PATH: write PATH into a 1 GiB disk of this allocator in
+/// 256 KiB requests; print time, stats and RSS, then again once idle.
+fn store_file(path: &str, name: &str) {
+    let data = std::fs::read(path).expect("read ALLOC_BENCH_FILE");
+    let a = AllocSpec::parse(name)
+        .expect("spec")
+        .create(1 << 30)
+        .expect("create");
+    let t = Instant::now();
+    for (i, c) in data.chunks(256 << 10).enumerate() {
+        a.write(c, (i as u64) << 18).expect("write");
+    }
+    println!(
+        "{name}: wrote {} MiB in {:.2?}",
+        data.len() >> 20,
+        t.elapsed()
+    );
+    println!(
+        "  {}  (RSS {} MiB, peak {} MiB, file included)",
+        a.stats(),
+        rss_mib("VmRSS"),
+        rss_mib("VmHWM")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    println!("  idle: {}  (RSS {} MiB)", a.stats(), rss_mib("VmRSS"));
 }

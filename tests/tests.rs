@@ -4,6 +4,7 @@
 mod alloc;
 mod common;
 mod core;
+mod datastr;
 mod filters;
 mod protocol;
 mod remote;

@@ -63,7 +63,24 @@ fn new_raw() -> Raw {
 thread_local! {
     static CCTX: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// Compression output; copied into an exact-size box so the heap is
+    /// not left with the unused tail of a worst-case-sized buffer.
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Decompression target for reads and recompaction.
+    static SCRATCH: RefCell<Option<Raw>> = const { RefCell::new(None) };
 }
+
+/// Run `f` with this thread's page-sized scratch buffer.
+fn with_scratch<T>(f: impl FnOnce(&mut [u8; PAGE]) -> T) -> T {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        f(s.get_or_insert_with(new_raw))
+    })
+}
+
+/// Uncompressed pages kept for reuse, so the page churn of the write-back
+/// cache does not spread free memory over every thread's malloc arena.
+const POOL: usize = 64;
 
 fn zerr(what: &str, e: std::io::Error) -> AllocError {
     AllocError::NoMem(format!("zstd: {what}: {e}"))
@@ -80,10 +97,14 @@ fn compress(src: &[u8], level: i32) -> Result<Box<[u8]>> {
             .ok_or_else(|| AllocError::NoMem("zstd: no context".into()))?;
         cc.set_compression_level(level)
             .map_err(|e| zerr("level", e))?;
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PAGE));
-        cc.compress_to_buffer(src, &mut out)
-            .map_err(|e| zerr("compress", e))?;
-        Ok(out.into_boxed_slice())
+        OUT.with(|o| {
+            let mut out = o.borrow_mut();
+            out.clear();
+            out.reserve(zstd::zstd_safe::compress_bound(PAGE));
+            cc.compress_to_buffer(src, &mut *out)
+                .map_err(|e| zerr("compress", e))?;
+            Ok(Box::from(&out[..]))
+        })
     })
 }
 
@@ -142,6 +163,7 @@ struct Inner {
     limit: u64,
     cache: [Mutex<VecDeque<u64>>; SHARDS],
     shard_pages: usize,
+    pool: Mutex<Vec<Raw>>,
     counters: Counters,
     /// Bumped by every modifying request; the compactor waits for quiet.
     activity: AtomicU64,
@@ -205,7 +227,7 @@ impl Inner {
                 }
             }
             old => {
-                let mut raw = new_raw();
+                let mut raw = self.take_raw(matches!(old, ZPage::Hole) && !whole);
                 if let ZPage::Packed { data, .. } = &old {
                     if !whole {
                         if let Err(e) = decompress(data, &mut raw) {
@@ -254,11 +276,59 @@ impl Inner {
         let old = std::mem::take(&mut *g);
         self.counters.add(&old, -1);
         if let ZPage::Raw(r) = old {
-            let new = encode(r, level);
+            let new = self.encode(r, level);
             self.counters.add(&new, 1);
             *g = new;
         }
         Ok(())
+    }
+
+    /// The stored form of an uncompressed page: a hole, zstd at `level`, or the
+    /// page itself when zstd cannot shrink it (at FAST_LEVEL a 4 KiB sample
+    /// decides, so incompressible data costs little to evict).
+    fn encode(&self, r: Raw, level: i32) -> ZPage {
+        if is_zero(&r[..]) {
+            self.give_raw(r);
+            return ZPage::Hole;
+        }
+        if level == FAST_LEVEL {
+            let sample = &r[PAGE / 2..PAGE / 2 + 4096];
+            if compress(sample, FAST_LEVEL).map_or(true, |c| c.len() > 4096 * 3 / 4) {
+                return ZPage::Packed {
+                    data: r,
+                    level: SAMPLED,
+                };
+            }
+        }
+        match compress(&r[..], level) {
+            Ok(c) if c.len() < PAGE => {
+                self.give_raw(r);
+                ZPage::Packed { data: c, level }
+            }
+            _ => ZPage::Packed {
+                data: r,
+                level: STORED,
+            },
+        }
+    }
+
+    fn take_raw(&self, zeroed: bool) -> Raw {
+        match self.pool.lock().pop() {
+            Some(mut r) => {
+                if zeroed {
+                    r.fill(0);
+                }
+                r
+            }
+            None => new_raw(),
+        }
+    }
+
+    fn give_raw(&self, r: Raw) {
+        let mut p = self.pool.lock();
+        if p.len() < POOL {
+            p.push(r);
+        }
     }
 
     /// Compress the cache, then recompress fast-level pages at FINAL_LEVEL,
@@ -293,44 +363,19 @@ impl Inner {
     }
 }
 
-/// The stored form of an uncompressed page: a hole, zstd at `level`, or the
-/// page itself when zstd cannot shrink it (at FAST_LEVEL a 4 KiB sample
-/// decides, so incompressible data costs little to evict).
-fn encode(r: Raw, level: i32) -> ZPage {
-    if is_zero(&r[..]) {
-        return ZPage::Hole;
-    }
-    if level == FAST_LEVEL {
-        let sample = &r[PAGE / 2..PAGE / 2 + 4096];
-        if compress(sample, FAST_LEVEL).map_or(true, |c| c.len() > 4096 * 3 / 4) {
-            return ZPage::Packed {
-                data: r,
-                level: SAMPLED,
-            };
-        }
-    }
-    match compress(&r[..], level) {
-        Ok(c) if c.len() < PAGE => ZPage::Packed { data: c, level },
-        _ => ZPage::Packed {
-            data: r,
-            level: STORED,
-        },
-    }
-}
-
 /// A page at FINAL_LEVEL (or STORED) replacing one stored at `level`.
 fn recompress(data: &[u8], level: i32) -> Option<ZPage> {
     if level == FINAL_LEVEL || level == STORED {
         return None;
     }
-    let mut raw = new_raw();
-    let src: &[u8] = if level == SAMPLED {
-        data
+    let c = if level == SAMPLED {
+        compress(data, FINAL_LEVEL).ok()
     } else {
-        decompress(data, &mut raw).ok()?;
-        &raw[..]
+        with_scratch(|raw| {
+            decompress(data, raw).ok()?;
+            compress(&raw[..], FINAL_LEVEL).ok()
+        })
     };
-    let c = compress(src, FINAL_LEVEL).ok();
     Some(match c {
         Some(c) if c.len() < data.len().min(PAGE) => ZPage::Packed {
             data: c,
@@ -388,6 +433,7 @@ impl Zstd {
             limit,
             cache: std::array::from_fn(|_| Mutex::new(VecDeque::new())),
             shard_pages,
+            pool: Mutex::new(Vec::new()),
             counters: Counters::default(),
             activity: AtomicU64::new(0),
         });
@@ -452,6 +498,13 @@ fn compactor(weak: Weak<Inner>, rx: mpsc::Receiver<()>) {
         let c = &inner.counters;
         if c.raw_pages.load(Relaxed) > 0 || c.fast_pages.load(Relaxed) > 0 {
             inner.compact();
+            inner.pool.lock().clear();
+            // Give the pages freed by recompression back to the kernel.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 }
@@ -467,7 +520,6 @@ impl Allocator for Zstd {
 
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check(buf.len() as u64, offset)?;
-        let mut tmp: Option<Raw> = None;
         for c in chunks(offset, buf.len() as u64, PAGE_SHIFT) {
             let out = &mut buf[c.done..c.done + c.len];
             let Some(slot) = self.inner.table.get(c.page) else {
@@ -480,11 +532,11 @@ impl Allocator for Zstd {
                 ZPage::Packed { data, level } if is_stored(*level) && data.len() == PAGE => {
                     out.copy_from_slice(&data[c.inpg..c.inpg + c.len])
                 }
-                ZPage::Packed { data, .. } => {
-                    let t = tmp.get_or_insert_with(new_raw);
+                ZPage::Packed { data, .. } => with_scratch(|t| {
                     decompress(data, t)?;
                     out.copy_from_slice(&t[c.inpg..c.inpg + c.len]);
-                }
+                    Ok::<(), AllocError>(())
+                })?,
             }
         }
         Ok(())

@@ -54,6 +54,13 @@ pub struct Memory {
     disk: Arc<AllocDisk>,
 }
 
+impl Drop for Memory {
+    /// The stats line at exit (`-v`): bytes stored, compression ratio.
+    fn drop(&mut self) {
+        tracing::debug!("memory: {} allocator: {}", self.disk.alloc.name(), self.disk.alloc.stats());
+    }
+}
+
 impl Plugin for Memory {
     fn name(&self) -> String {
         "memory".into()
@@ -62,7 +69,10 @@ impl Plugin for Memory {
         Ok(self.disk.clone())
     }
     fn dump(&self) -> Vec<(String, String)> {
-        vec![("allocator".into(), self.disk.alloc.name().into())]
+        vec![
+            ("allocator".into(), self.disk.alloc.name().into()),
+            ("allocator_stats".into(), self.disk.alloc.stats()),
+        ]
     }
 }
 
@@ -80,6 +90,10 @@ impl AllocDisk {
 }
 
 impl Backend for AllocDisk {
+    /// zstd compresses on the request path: run it on the worker pool.
+    fn is_blocking(&self) -> bool {
+        self.alloc.is_blocking()
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -1,6 +1,7 @@
 //! Native plugins, named as in nbdkit, and the registry the command line
 //! looks names up in. May use `backend`, `alloc`, `datastr`, `params`.
 
+pub mod data;
 pub mod file;
 pub mod full;
 pub mod http;
@@ -48,6 +49,7 @@ pub fn builtin() -> &'static [PluginDef] {
         random::DEF,
         http::DEF,
         tmpdisk::DEF,
+        data::DEF,
     ];
     DEFS
 }

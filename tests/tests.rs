@@ -6,5 +6,6 @@ mod common;
 mod core;
 mod datastr;
 mod filters;
+mod protocol;
 mod remote;
 mod script;

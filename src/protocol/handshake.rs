@@ -185,6 +185,23 @@ pub fn info_block_size(out: &mut BytesMut, option: u32, min: u32, pref: u32, max
     option_reply(out, option, REP_INFO, &d);
 }
 
+/// The INFO_BLOCK_SIZE triple a layer's `(minimum, preferred, maximum)`
+/// may be advertised as: the maximum payload is capped at the largest
+/// request accepted, and `None` when the rules cannot be met (minimum a
+/// power of 2 <= 64K; preferred a power of 2 >= max(minimum, 512); maximum
+/// >= preferred and a multiple of minimum), so nothing is sent.
+pub fn block_size_info(min: u32, pref: u32, max: u32) -> Option<(u32, u32, u32)> {
+    let cap = MAX_REQUEST_SIZE as u32;
+    let (pref, max) = (pref.min(cap), max.min(cap));
+    let ok = min.is_power_of_two()
+        && min <= 65536
+        && pref.is_power_of_two()
+        && pref >= min.max(512)
+        && max >= pref
+        && max % min == 0;
+    ok.then_some((min, pref, max))
+}
+
 pub fn server_entry(out: &mut BytesMut, name: &str, desc: &str) {
     let mut d = Vec::new();
     d.put_u32(name.len() as u32);
@@ -274,6 +291,24 @@ mod tests {
         let mut trailing = p.clone();
         trailing.push(0);
         assert!(parse_meta(&trailing).is_err());
+    }
+
+    #[test]
+    fn block_size_rules() {
+        let m = MAX_REQUEST_SIZE as u32;
+        assert_eq!(block_size_info(1, 32768, u32::MAX), Some((1, 32768, m)));
+        assert_eq!(
+            block_size_info(512, 4096, 1 << 20),
+            Some((512, 4096, 1 << 20))
+        );
+        assert_eq!(block_size_info(4096, 1 << 30, u32::MAX), Some((4096, m, m)));
+        assert_eq!(block_size_info(3, 4096, 1 << 20), None); // min not 2^n
+        assert_eq!(block_size_info(1 << 17, 1 << 17, 1 << 20), None); // min > 64K
+        assert_eq!(block_size_info(1, 256, 1 << 20), None); // pref < 512
+        assert_eq!(block_size_info(1, 6000, 1 << 20), None); // pref not 2^n
+        assert_eq!(block_size_info(4096, 4096, 2048), None); // max < pref
+        assert_eq!(block_size_info(4096, 4096, 10000), None); // max % min
+        assert_eq!(block_size_info(0, 4096, 1 << 20), None);
     }
 
     #[test]

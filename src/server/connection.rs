@@ -4,7 +4,7 @@
 //! the blocking pool when it may block, so replies may be reordered.
 
 use super::dispatch::{self, ConnInfo, Reply};
-use super::negotiate::negotiate;
+use super::negotiate::{negotiate, shutdown_requested};
 use super::Shared;
 use crate::backend::{Errno, Export, ThreadModel};
 use crate::protocol::consts::*;
@@ -13,7 +13,7 @@ use crate::protocol::{ReplyMode, Request};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// The socket's write half, shared by the reader (inline replies, written
@@ -47,6 +47,23 @@ const INLINE_MAX: u64 = 256 * 1024;
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
 
+/// Reply bytes (estimated from the request) one connection may have in
+/// flight on the worker pool or queued for the writer. When they are used
+/// up the reader stops reading requests, so a client that never reads its
+/// replies cannot make the server buffer without bound. (Inline replies
+/// are written by the reader itself, which is backpressure enough.)
+const REPLY_BUDGET: u32 = 256 << 20;
+
+/// The share of `REPLY_BUDGET` a request takes.
+fn reply_cost(req: &Request) -> u32 {
+    let data = match req.typ {
+        CMD_READ => req.length.min(MAX_REQUEST_SIZE),
+        CMD_BLOCK_STATUS => 64 * 1024,
+        _ => 0,
+    };
+    (data as u32).saturating_add(64).min(REPLY_BUDGET)
+}
+
 /// Serve one connection until the client disconnects or the server shuts
 /// down. Never panics on client input; errors end only this connection.
 pub async fn serve<R, W>(
@@ -58,7 +75,15 @@ pub async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let neg = match negotiate(&mut r, &mut w, &shared).await {
+    // A client idle in the handshake must not hold up shutdown.
+    let negotiated = tokio::select! {
+        n = negotiate(&mut r, &mut w, &shared) => n,
+        _ = shutdown_requested(&mut shutdown) => {
+            debug!("shutdown during the handshake");
+            return;
+        }
+    };
+    let neg = match negotiated {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {
@@ -72,7 +97,7 @@ pub async fn serve<R, W>(
         flags: neg.flags,
     };
     let export = neg.export;
-    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
+    let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let w: SharedWriter = Arc::new(tokio::sync::Mutex::new(Box::new(w)));
     let writer = tokio::spawn(writer_task(w.clone(), rx));
     let result = request_loop(&mut r, &export, &ci, &shared, tx, &w, &mut shutdown).await;
@@ -117,7 +142,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
     export: &Export,
     ci: &ConnInfo,
     shared: &Arc<Shared>,
-    tx: mpsc::UnboundedSender<Reply>,
+    tx: mpsc::UnboundedSender<Out>,
     w: &SharedWriter,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -125,6 +150,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
     let blocking = export.is_blocking();
     let model = export.top().thread_model();
     let conn_lock = Arc::new(parking_lot::Mutex::new(()));
+    let budget = Arc::new(Semaphore::new(REPLY_BUDGET as usize));
     let mut buf = BytesMut::with_capacity(256 * 1024);
     // Replies of inline requests are batched and written once per read
     // from the socket: one write per batch, no hand-off to another task.
@@ -187,12 +213,17 @@ async fn request_loop<R: AsyncRead + Unpin>(
             }
             continue;
         }
+        let permit = budget
+            .clone()
+            .acquire_many_owned(reply_cost(&req))
+            .await
+            .map_err(|_| std::io::Error::other("reply budget closed"))?;
         spawn_request(
             export.clone(),
             req,
             payload,
             *ci,
-            tx.clone(),
+            (tx.clone(), permit),
             model,
             &conn_lock,
             shared,
@@ -206,7 +237,7 @@ fn spawn_request(
     req: Request,
     payload: Option<Vec<u8>>,
     ci: ConnInfo,
-    tx: mpsc::UnboundedSender<Reply>,
+    (tx, permit): (mpsc::UnboundedSender<Out>, OwnedSemaphorePermit),
     model: ThreadModel,
     conn_lock: &Arc<parking_lot::Mutex<()>>,
     shared: &Arc<Shared>,
@@ -218,8 +249,8 @@ fn spawn_request(
     };
     tokio::task::spawn_blocking(move || {
         let _g = lock.as_ref().map(|l| l.lock());
-        let reply = dispatch::execute(&export, &req, payload, &ci);
-        let _ = tx.send(reply);
+        let rep = dispatch::execute(&export, &req, payload, &ci);
+        let _ = tx.send(Out { rep, permit });
     });
 }
 
@@ -268,7 +299,13 @@ async fn discard<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn writer_task(w: SharedWriter, mut rx: mpsc::UnboundedReceiver<Reply>) {
+/// A reply from the worker pool and the budget it holds until written.
+struct Out {
+    rep: Reply,
+    permit: OwnedSemaphorePermit,
+}
+
+async fn writer_task(w: SharedWriter, mut rx: mpsc::UnboundedReceiver<Out>) {
     let mut out = BytesMut::with_capacity(256 * 1024);
     let mut broken = false;
     while let Some(rep) = rx.recv().await {
@@ -277,7 +314,9 @@ async fn writer_task(w: SharedWriter, mut rx: mpsc::UnboundedReceiver<Reply>) {
         }
         let mut pending = Some(rep);
         let mut big: Option<Vec<u8>> = None;
-        while let Some(rep) = pending.take() {
+        let mut permits = Vec::new();
+        while let Some(Out { rep, permit }) = pending.take() {
+            permits.push(permit);
             out.extend_from_slice(&rep.head);
             if let Some(d) = rep.data {
                 if d.len() <= COALESCE {
@@ -294,6 +333,7 @@ async fn writer_task(w: SharedWriter, mut rx: mpsc::UnboundedReceiver<Reply>) {
         if write_out(&w, &mut out, big.as_deref()).await.is_err() {
             broken = true;
         }
+        drop(permits);
     }
     let _ = w.lock().await.shutdown().await;
 }

@@ -36,7 +36,17 @@ fn fail(errno: Errno, msg: impl Into<String>) -> BackendError {
 /// error reply; the connection goes on.
 pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
     let ext = ci.mode == ReplyMode::Extended;
-    let mut allowed = CMD_FLAG_FUA;
+    // As nbdkit: writes on a read-only export are EPERM whatever else is
+    // wrong with them, and FUA is accepted only when advertised.
+    if ci.flags & FLAG_READ_ONLY != 0 && matches!(req.typ, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM)
+    {
+        return Err(fail(Errno::Perm, "write request on a read-only export"));
+    }
+    let mut allowed = if ci.flags & FLAG_SEND_FUA != 0 {
+        CMD_FLAG_FUA
+    } else {
+        0
+    };
     match req.typ {
         CMD_READ => {
             if ci.mode != ReplyMode::Simple {
@@ -81,10 +91,27 @@ pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
                 ));
             }
         }
-        CMD_FLUSH | CMD_TRIM | CMD_CACHE | CMD_DISC => {}
+        CMD_FLUSH | CMD_DISC => {
+            // The spec: offset and length MUST be 0 (nbdkit: EINVAL).
+            if req.offset != 0 || req.length != 0 {
+                return Err(fail(Errno::Inval, "flush with a nonzero offset or length"));
+            }
+        }
+        CMD_TRIM | CMD_CACHE => {}
         other => return Err(fail(Errno::Inval, format!("unknown command {other}"))),
     }
-    if ext {
+    // Zero-length data commands are out of range, as in nbdkit.
+    if req.length == 0 && matches!(req.typ, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_CACHE) {
+        let errno = if matches!(req.typ, CMD_WRITE | CMD_WRITE_ZEROES) {
+            Errno::NoSpc
+        } else {
+            Errno::Inval
+        };
+        return Err(fail(errno, "request of zero length"));
+    }
+    // PAYLOAD_LEN is meaningful only on WRITE (its payload is consumed by
+    // the caller either way).
+    if ext && req.typ == CMD_WRITE {
         allowed |= CMD_FLAG_PAYLOAD_LEN;
     }
     if req.flags & !allowed != 0 {

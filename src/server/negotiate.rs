@@ -94,6 +94,13 @@ async fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
     }
 }
 
+/// Resolves once the server is shutting down (never if it cannot).
+pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await
+    }
+}
+
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or
 /// disconnect) without entering transmission.
 pub async fn negotiate<R, W>(
@@ -112,6 +119,8 @@ where
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0))?;
     let mut mode = ReplyMode::Simple;
     let mut base_allocation = false;
+    // The export SET_META_CONTEXT was about: contexts hold only for it.
+    let mut meta_export: Option<String> = None;
     let mut out = BytesMut::with_capacity(1024);
     loop {
         let mut hdr = BytesMut::with_capacity(16);
@@ -138,6 +147,11 @@ where
         };
         match h.option {
             OPT_EXPORT_NAME => {
+                if mode == ReplyMode::Extended {
+                    // The client MUST NOT; EXPORT_NAME has no error reply.
+                    warn!("EXPORT_NAME after EXTENDED_HEADERS; closing");
+                    return Ok(None);
+                }
                 let name = String::from_utf8_lossy(&p).into_owned();
                 let export = match open_export(shared, &name).await {
                     Ok(e) => e,
@@ -146,6 +160,9 @@ where
                         return Ok(None);
                     }
                 };
+                if meta_export.as_deref() != Some(name.as_str()) {
+                    base_allocation = false;
+                }
                 let flags = transmission_flags(&export, mode);
                 hs::export_name_reply(&mut out, export.size(), flags, no_zeroes);
                 w.write_all(&out).await?;
@@ -208,13 +225,14 @@ where
                         }
                         INFO_BLOCK_SIZE => {
                             if let Some(b) = info.block_size {
-                                hs::info_block_size(
-                                    &mut out,
-                                    h.option,
-                                    b.minimum,
-                                    b.preferred,
-                                    b.maximum,
-                                )
+                                match hs::block_size_info(b.minimum, b.preferred, b.maximum) {
+                                    Some((mn, pr, mx)) => {
+                                        hs::info_block_size(&mut out, h.option, mn, pr, mx)
+                                    }
+                                    None => warn!(
+                                        "block size {b:?} breaks the NBD rules; not advertised"
+                                    ),
+                                }
                             }
                         }
                         _ => {}
@@ -224,6 +242,9 @@ where
                 w.write_all(&out).await?;
                 w.flush().await?;
                 if h.option == OPT_GO {
+                    if meta_export.as_deref() != Some(go.name.as_str()) {
+                        base_allocation = false;
+                    }
                     info!(export = %go.name, size = export.size(), ?mode, "entering transmission");
                     return Ok(Some(Negotiated {
                         export,
@@ -244,10 +265,11 @@ where
                         "STRUCTURED_REPLY takes no data",
                     );
                 } else if mode == ReplyMode::Extended {
+                    // As qemu-nbd and the extension's text.
                     hs::option_error(
                         &mut out,
                         h.option,
-                        REP_ERR_INVALID,
+                        REP_ERR_EXT_HEADER_REQD,
                         "extended headers are already negotiated",
                     );
                 } else {
@@ -271,6 +293,9 @@ where
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                 let list = h.option == OPT_LIST_META_CONTEXT;
                 if mode == ReplyMode::Simple {
+                    if !list {
+                        base_allocation = false;
+                    }
                     hs::option_error(
                         &mut out,
                         h.option,
@@ -295,6 +320,7 @@ where
                             };
                             if !list {
                                 base_allocation = sel;
+                                meta_export = Some(m.name.clone());
                             }
                             if sel {
                                 hs::meta_context(

@@ -172,6 +172,14 @@ fn is_script(name: &str) -> bool {
     name == "-" || name.contains('/') || name.ends_with(".rhai")
 }
 
+/// A hexdump offset or length: `0x1f0`, `512`, `4k`.
+fn hex_or_size(v: &str) -> Result<u64, String> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).map_err(|_| format!("{v:?} is not a hex number")),
+        None => crate::params::parse_size(v),
+    }
+}
+
 fn parse_hexdump(s: &str) -> Result<(u64, Option<u64>), ConfigError> {
     if s.is_empty() {
         return Ok((0, None));
@@ -180,15 +188,12 @@ fn parse_hexdump(s: &str) -> Result<(u64, Option<u64>), ConfigError> {
     let off = if a.is_empty() {
         0
     } else {
-        crate::params::parse_size(a).map_err(|e| ConfigError::new(format!("--hexdump={s}: {e}")))?
+        hex_or_size(a).map_err(|e| ConfigError::new(format!("--hexdump={s}: {e}")))?
     };
     let len = if b.is_empty() {
         None
     } else {
-        Some(
-            crate::params::parse_size(b)
-                .map_err(|e| ConfigError::new(format!("--hexdump={s}: {e}")))?,
-        )
+        Some(hex_or_size(b).map_err(|e| ConfigError::new(format!("--hexdump={s}: {e}")))?)
     };
     Ok((off, len))
 }

@@ -489,3 +489,28 @@ fn tcp_listener_with_nodelay() {
     assert!(lines[0].parse::<u16>().unwrap() > 0, "{text}");
     assert_eq!(lines[1], "2097152");
 }
+
+#[test]
+fn hexdump_window_takes_hex_and_sizes() {
+    let out = nbdscript()
+        .args([
+            "data",
+            "data=@0x1fe 0x55 0xAA",
+            "size=1M",
+            "--hexdump=0x1f0:0x20",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000001f0  00 00 00 00 00 00 00 00  00 00 00 00 00 00 55 aa  |..............U.|\n\
+         00000200  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n\
+         00000210\n"
+    );
+    let bad = nbdscript()
+        .args(["null", "1M", "--hexdump=zz"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--hexdump=zz"));
+}

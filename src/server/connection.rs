@@ -44,6 +44,11 @@ async fn write_out(
 /// ones go to the pool so the next request is read meanwhile.
 const INLINE_MAX: u64 = 256 * 1024;
 
+/// Reads on a non-blocking export this long or longer go to the pool too,
+/// so copying one overlaps sending the last. Shorter ones (nbdcopy's 256 KiB)
+/// stay inline, where the socket paces them and memory stays bounded.
+const INLINE_READ_MAX: u64 = 1024 * 1024;
+
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
 
@@ -198,7 +203,12 @@ async fn request_loop<R: AsyncRead + Unpin>(
         }
         // Cheap calls run inline; big copies go to the pool so the next
         // request is read while this one is copied.
-        if !blocking && (req.typ != CMD_WRITE || req.length < INLINE_MAX) {
+        let inline = match req.typ {
+            CMD_WRITE => req.length < INLINE_MAX,
+            CMD_READ => req.length < INLINE_READ_MAX,
+            _ => true,
+        };
+        if !blocking && inline {
             if let Some(d) = dispatch::execute_into(export, &req, payload, ci, &mut batch) {
                 if d.len() <= COALESCE {
                     batch.extend_from_slice(&d);

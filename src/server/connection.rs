@@ -44,11 +44,6 @@ async fn write_out(
 /// ones go to the pool so the next request is read meanwhile.
 const INLINE_MAX: u64 = 256 * 1024;
 
-/// Reads on a non-blocking export this long or longer go to the pool too,
-/// so copying one overlaps sending the last. Shorter ones (nbdcopy's 256 KiB)
-/// stay inline, where the socket paces them and memory stays bounded.
-const INLINE_READ_MAX: u64 = 1024 * 1024;
-
 /// Replies smaller than this are coalesced into one write.
 const COALESCE: usize = 64 * 1024;
 
@@ -156,6 +151,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
     let model = export.top().thread_model();
     let conn_lock = Arc::new(parking_lot::Mutex::new(()));
     let budget = Arc::new(Semaphore::new(REPLY_BUDGET as usize));
+    let mut big: Vec<u8> = Vec::new();
     let mut buf = BytesMut::with_capacity(256 * 1024);
     // Replies of inline requests are batched and written once per read
     // from the socket: one write per batch, no hand-off to another task.
@@ -201,21 +197,23 @@ async fn request_loop<R: AsyncRead + Unpin>(
             batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
             continue;
         }
-        // Cheap calls run inline; big copies go to the pool so the next
-        // request is read while this one is copied.
-        let inline = match req.typ {
-            CMD_WRITE => req.length < INLINE_MAX,
-            CMD_READ => req.length < INLINE_READ_MAX,
-            _ => true,
-        };
-        if !blocking && inline {
-            if let Some(d) = dispatch::execute_into(export, &req, payload, ci, &mut batch) {
+        // Cheap calls run inline; big writes go to the pool so the next
+        // request is read while this one is copied. Reads stay inline
+        // whatever their size: the socket paces them and memory stays
+        // bounded (measured: faster than the pool at 1 MiB).
+        if !blocking && (req.typ != CMD_WRITE || req.length < INLINE_MAX) {
+            if let Some(d) = dispatch::execute_into(export, &req, payload, ci, &mut batch, &mut big)
+            {
                 if d.len() <= COALESCE {
                     batch.extend_from_slice(&d);
                 } else {
                     // Big reads go out at once: memory stays bounded by
                     // what the socket accepts.
                     write_out(w, &mut batch, Some(&d)).await?;
+                }
+                // Keep the buffer for the next big read, unless it is huge.
+                if d.capacity() <= 4 << 20 {
+                    big = d;
                 }
             }
             if batch.len() >= 256 * 1024 {

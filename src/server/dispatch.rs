@@ -178,14 +178,49 @@ pub fn execute(export: &Export, req: &Request, payload: Option<Vec<u8>>, ci: &Co
 
 /// Run a validated request, appending the reply to `out`; a large read's
 /// data is returned instead, to be written without a copy. Small reads go
-/// straight into `out`: no buffer of their own, no copy.
+/// straight into `out`: no buffer of their own, no copy. Large reads use
+/// `big`, a buffer the caller hands back after writing it (no allocation,
+/// no page faults per request).
 pub fn execute_into(
     export: &Export,
     req: &Request,
     payload: Option<Vec<u8>>,
     ci: &ConnInfo,
     out: &mut BytesMut,
+    big: &mut Vec<u8>,
 ) -> Option<Vec<u8>> {
+    if req.typ == CMD_READ && req.length >= SPARSE_READ_MIN as u64 {
+        let df = req.flags & CMD_FLAG_DF != 0;
+        if ci.mode != ReplyMode::Simple && !df && export.info().can_extents {
+            if let Some(r) = sparse_read(export, req, ci) {
+                out.extend_from_slice(&r.head);
+                return None;
+            }
+        }
+        let count = req.length as usize;
+        let mut v = std::mem::take(big);
+        if v.len() >= count {
+            v.truncate(count); // every byte is overwritten by the read
+        } else {
+            v.resize(count, 0);
+        }
+        return match export.read_into(&mut v, req.offset) {
+            Ok(()) => {
+                match ci.mode {
+                    ReplyMode::Simple => tx::simple_reply(out, req.cookie, 0),
+                    m => tx::offset_data_header(
+                        out, m, req.cookie, req.offset, req.offset, req.length, true,
+                    ),
+                }
+                Some(v)
+            }
+            Err(e) => {
+                *big = v;
+                out.extend_from_slice(&error_reply(req, ci, &e).head);
+                None
+            }
+        };
+    }
     if req.typ == CMD_READ && req.length < SPARSE_READ_MIN as u64 {
         let start = out.len();
         match ci.mode {

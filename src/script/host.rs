@@ -404,6 +404,17 @@ const MAX_DATA_BLOB: u64 = 256 << 20;
 #[derive(Clone)]
 pub struct DataDisk(pub Arc<crate::datastr::Pattern>);
 
+/// Whether `a` and `b` are the same `disk()` or `data_disk()` object.
+pub fn same_object(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<Disk>(), b.read_lock::<Disk>()) {
+        return Arc::ptr_eq(&x.alloc, &y.alloc) && x.size == y.size;
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<DataDisk>(), b.read_lock::<DataDisk>()) {
+        return Arc::ptr_eq(&x.0, &y.0);
+    }
+    false
+}
+
 fn data_options(allow_files: bool) -> crate::datastr::EvalOptions {
     crate::datastr::EvalOptions {
         allow_files,

@@ -264,10 +264,8 @@ fn compile(
     let ast = engine::compile(&engine, text, name)?;
     let code = Code::new(engine, ast, kind, name)?;
     // Run the top level once (never again per call).
-    engine::with_deadline(|| {
-        code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast)
-    })
-    .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
+    engine::with_deadline(|| code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast))
+        .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
     Ok(code)
 }
 

@@ -327,14 +327,18 @@ pub fn register(engine: &mut Engine, allow_files: bool) {
     engine.register_fn("disk", |size: Dynamic, a: &str| -> RResult<Disk> {
         Disk::new(size_arg(&size, "disk(size, allocator)")?, a)
     });
-    engine.register_fn("size", |d: &mut Disk| d.size as INT);
+    // A Disk is a handle (cloning shares the storage), so its methods take
+    // it by value: rhai then never writes it back after a call
+    // (`h.disk.pread(..)` would otherwise run `h.disk = ...` every time);
+    // the clone costs less than that setter call.
+    engine.register_fn("size", |d: Disk| d.size as INT);
     engine.register_get("size", |d: &mut Disk| d.size as INT);
-    engine.register_fn("pread", Disk::pread);
-    engine.register_fn("pwrite", Disk::pwrite);
-    engine.register_fn("zero", Disk::zero);
-    engine.register_fn("trim", Disk::zero);
-    engine.register_fn("extents", Disk::extents);
-    engine.register_fn("flush", |_d: &mut Disk| ());
+    engine.register_fn("pread", |mut d: Disk, c: INT, o: INT| d.pread(c, o));
+    engine.register_fn("pwrite", |mut d: Disk, b: Blob, o: INT| d.pwrite(b, o));
+    engine.register_fn("zero", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
+    engine.register_fn("trim", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
+    engine.register_fn("extents", |mut d: Disk, c: INT, o: INT| d.extents(c, o));
+    engine.register_fn("flush", |_d: Disk| ());
     engine.register_fn("stats", |d: &mut Disk| d.alloc.stats());
     engine.register_fn("to_string", |d: &mut Disk| {
         format!("disk({} bytes, {})", d.size, d.alloc.name())

@@ -64,9 +64,7 @@ pub fn register(e: &mut Engine) {
     e.register_indexer_get(|s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
-    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| {
-        s.set(k.as_str(), v)
-    });
+    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| s.set(k.as_str(), v));
     e.register_fn("get", |s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });

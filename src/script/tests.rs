@@ -576,3 +576,29 @@ fn filter_declares_its_params() {
     assert_eq!(c.get_size().unwrap(), 900);
     assert!(load_plugin("no-such-stdlib-name", &p, &flags).is_err());
 }
+
+#[test]
+fn write_back_after_a_method_call_is_kept_unless_same_object() {
+    // `h.list.push(..)` changes a copy that must be written back; `h.d =
+    // disk(..)` replaces the disk; `h.d.pwrite(..)` keeps the same disk.
+    let p = plugin(
+        r#"
+fn config(p) { #{ list: [], d: disk(4096) } }
+fn get_size(h) { h.d.size() }
+fn pread(h, count, offset) {
+    h.list.push(offset);
+    if offset == 100 { h.d = disk(8192); }
+    h.d.pwrite(blob(1, h.list.len()), 0);
+    h.d.pread(count, offset)
+}
+"#,
+        &[],
+    );
+    let c = open(&p);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![1]);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![2]);
+    assert_eq!(c.get_size().unwrap(), 4096);
+    assert_eq!(c.pread_owned(1, 100, 0).unwrap(), vec![0]);
+    assert_eq!(c.get_size().unwrap(), 8192);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![4]);
+}

@@ -602,3 +602,34 @@ fn pread(h, count, offset) {
     assert_eq!(c.get_size().unwrap(), 8192);
     assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![4]);
 }
+
+#[test]
+fn passthrough_example_changes_nothing() {
+    let f = filter(include_str!("../../examples/passthrough.rhai"));
+    let low = memory(1 << 20);
+    let c = crate::backend::Filter::open(&f, low.clone(), false).unwrap();
+    assert_eq!(c.get_size().unwrap(), 1 << 20);
+    assert_eq!(c.can_write().unwrap(), low.can_write().unwrap());
+    assert_eq!(c.can_trim().unwrap(), low.can_trim().unwrap());
+    assert_eq!(c.can_zero().unwrap(), low.can_zero().unwrap());
+    assert_eq!(c.can_extents().unwrap(), low.can_extents().unwrap());
+    assert_eq!(c.can_fua().unwrap(), low.can_fua().unwrap());
+    assert_eq!(c.can_cache().unwrap(), low.can_cache().unwrap());
+    assert_eq!(c.can_multi_conn().unwrap(), low.can_multi_conn().unwrap());
+    assert_eq!(c.block_size().unwrap(), low.block_size().unwrap());
+    c.pwrite_owned(vec![7; 8192], 4096, 0).unwrap();
+    assert_eq!(c.pread_owned(8192, 4096, 0).unwrap(), vec![7; 8192]);
+    c.zero(4096, 4096, 0).unwrap();
+    c.trim(4096, 8192, 0).unwrap();
+    c.flush(0).unwrap();
+    c.cache(4096, 0, 0).unwrap();
+    assert_eq!(c.pread_owned(8192, 4096, 0).unwrap(), vec![0; 8192]);
+    let a = c.extents(1 << 20, 0, 0).unwrap();
+    let b = low.extents(1 << 20, 0, 0).unwrap();
+    assert_eq!(a.as_slice().len(), b.as_slice().len());
+    assert_eq!(
+        c.pread_owned(2, (1 << 20) - 1, 0).unwrap_err().errno,
+        Errno::Inval
+    );
+    c.close();
+}

@@ -10,7 +10,7 @@ use super::{ScriptOptions, ScriptSource};
 use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
 use arc_swap::ArcSwap;
-use rhai::{CallFnOptions, Dynamic, Engine, Map, Scope, AST};
+use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Scope, AST};
 use std::sync::Arc;
 
 /// Plugin or filter: filters get `next` as the first argument.
@@ -178,7 +178,7 @@ impl Host {
         let imports = Imports::default();
         let code = compile(source, &imports, opts, &text, &name, kind).map_err(ConfigError::new)?;
         let declared = if code.has(Cb::Params) {
-            let v = call_raw(opts, &code, &name, Cb::Params, vec![])
+            let v = call_raw(opts, &code, &name, Cb::Params, Args::new([]))
                 .map_err(|e| ConfigError::new(e.message))?;
             Some(declared_keys(v).ok_or_else(|| {
                 ConfigError::new(format!(
@@ -196,13 +196,13 @@ impl Host {
         }
         let pm = Dynamic::from_map(pm);
         let state = if code.has(Cb::Config) {
-            call_raw(opts, &code, &name, Cb::Config, vec![pm])
+            call_raw(opts, &code, &name, Cb::Config, Args::new([pm]))
                 .map_err(|e| ConfigError::new(format!("{name}: config failed: {}", e.message)))?
         } else {
             pm
         };
         let model = if code.has(Cb::ThreadModel) {
-            let v = call_raw(opts, &code, &name, Cb::ThreadModel, vec![])
+            let v = call_raw(opts, &code, &name, Cb::ThreadModel, Args::new([]))
                 .map_err(|e| ConfigError::new(e.message))?;
             parse_model(&v.to_string())
                 .ok_or_else(|| ConfigError::new(format!("{name}: thread_model() returned {v:?}; use \"serialize_all_requests\", \"serialize_requests\" or \"parallel\"")))?
@@ -264,27 +264,72 @@ fn compile(
     let ast = engine::compile(&engine, text, name)?;
     let code = Code::new(engine, ast, kind, name)?;
     // Run the top level once (never again per call).
-    engine::with_deadline(opts, || {
-        code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast)
-    })
-    .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
+    engine::with_deadline(|| code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast))
+        .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
     Ok(code)
+}
+
+/// The most arguments a callback takes (`next, h, count, offset, flags`).
+const MAX_ARGS: usize = 5;
+
+/// A callback's arguments, on the stack (no `Vec` per call); moved into
+/// the script's scope, never cloned.
+pub struct Args {
+    v: [Dynamic; MAX_ARGS],
+    n: usize,
+}
+
+impl Args {
+    pub fn new<const N: usize>(a: [Dynamic; N]) -> Args {
+        let mut args = Args {
+            v: Default::default(),
+            n: 0,
+        };
+        for d in a {
+            args.push(d);
+        }
+        args
+    }
+
+    /// Add an argument at the end (ignored beyond `MAX_ARGS`, which no
+    /// callback reaches).
+    pub fn push(&mut self, d: Dynamic) {
+        if let Some(slot) = self.v.get_mut(self.n) {
+            *slot = d;
+            self.n += 1;
+        }
+    }
+
+    /// Add an argument in front.
+    pub fn push_front(&mut self, d: Dynamic) {
+        if self.n < MAX_ARGS {
+            self.v[..=self.n].rotate_right(1);
+            self.v[0] = d;
+            self.n += 1;
+        }
+    }
+}
+
+impl FuncArgs for Args {
+    fn parse<A: Extend<Dynamic>>(mut self, args: &mut A) {
+        args.extend(self.v[..self.n].iter_mut().map(std::mem::take));
+    }
 }
 
 /// The call path: no top-level re-run, a fresh scope, arguments moved in,
 /// trailing optional arguments (flags) dropped to the script's arity.
 pub fn call_raw(
-    opts: &ScriptOptions,
+    _opts: &ScriptOptions,
     code: &Code,
     file: &str,
     cb: Cb,
-    mut args: Vec<Dynamic>,
+    mut args: Args,
 ) -> Result<Dynamic, BackendError> {
     let n = code.arity(cb).ok_or_else(|| {
         BackendError::io(format!("{file}: the script does not define {}", cb.name()))
     })?;
-    args.truncate(n);
-    let r = engine::with_deadline(opts, || {
+    args.n = args.n.min(n);
+    let r = engine::with_deadline(|| {
         code.engine.call_fn_with_options::<Dynamic>(
             CallFnOptions::new().eval_ast(false).rewind_scope(false),
             &mut Scope::new(),

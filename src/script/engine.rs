@@ -12,17 +12,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 thread_local! {
-    /// When the script call running on this thread must stop.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// When the script call running on this thread was first seen by the
+    /// time check (None: not yet). Set lazily, so a call costs no clock read.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Import nesting while compiling (guards against import cycles).
     static IMPORT_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Run `f` with the per-call time budget armed.
-pub fn with_deadline<T>(opts: &ScriptOptions, f: impl FnOnce() -> T) -> T {
-    let prev = DEADLINE.with(|d| d.replace(opts.timeout.map(|t| Instant::now() + t)));
+/// How many operations run between two clock checks.
+const CHECK_EVERY: u64 = 0x1000;
+
+/// Run `f` (one script call) with its time budget armed. The clock starts
+/// at the call's first check (after `CHECK_EVERY` operations, well under a
+/// millisecond), so short calls never read the clock; a nested call (a
+/// filter's `next` reaching another script) has its own budget.
+pub fn with_deadline<T>(f: impl FnOnce() -> T) -> T {
+    let prev = STARTED.with(|d| d.replace(None));
     let r = f();
-    DEADLINE.with(|d| d.set(prev));
+    STARTED.with(|d| d.set(prev));
     r
 }
 
@@ -49,14 +56,16 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     e.on_debug(|s, src, pos| {
         tracing::debug!(target: "script", "{}: {s}", host::at(src.unwrap_or("script"), pos))
     });
-    if opts.timeout.is_some() {
-        e.on_progress(|ops| {
-            if ops & 0xfff == 0 {
-                let late = DEADLINE
-                    .with(|d| d.get())
-                    .is_some_and(|t| Instant::now() > t);
-                if late {
-                    return Some(Dynamic::from("time limit"));
+    if let Some(limit) = opts.timeout {
+        e.on_progress(move |ops| {
+            if ops % CHECK_EVERY == 0 {
+                let now = Instant::now();
+                match STARTED.with(|d| d.get()) {
+                    None => STARTED.with(|d| d.set(Some(now))),
+                    Some(t) if now.duration_since(t) > limit => {
+                        return Some(Dynamic::from("time limit"));
+                    }
+                    Some(_) => {}
                 }
             }
             None

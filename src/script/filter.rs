@@ -59,19 +59,29 @@ impl Filter for ScriptFilter {
     }
 }
 
-/// The layer below a filter, as a script value.
+/// The layer below a filter, as a script value. One `Arc`, so the clone
+/// each call makes (`next` is an argument) is one refcount increment.
 #[derive(Clone)]
-pub struct Next {
+pub struct Next(Arc<NextInner>);
+
+pub struct NextInner {
     inner: Arc<dyn Backend>,
-    size: Arc<OnceLock<u64>>,
+    size: OnceLock<u64>,
+}
+
+impl std::ops::Deref for Next {
+    type Target = NextInner;
+    fn deref(&self) -> &NextInner {
+        &self.0
+    }
 }
 
 impl Next {
     pub fn new(inner: Arc<dyn Backend>) -> Self {
-        Next {
+        Next(Arc::new(NextInner {
             inner,
-            size: Arc::new(OnceLock::new()),
-        }
+            size: OnceLock::new(),
+        }))
     }
 
     fn size(&self) -> RResult<u64> {

@@ -327,14 +327,18 @@ pub fn register(engine: &mut Engine, allow_files: bool) {
     engine.register_fn("disk", |size: Dynamic, a: &str| -> RResult<Disk> {
         Disk::new(size_arg(&size, "disk(size, allocator)")?, a)
     });
-    engine.register_fn("size", |d: &mut Disk| d.size as INT);
+    // A Disk is a handle (cloning shares the storage), so its methods take
+    // it by value: rhai then never writes it back after a call
+    // (`h.disk.pread(..)` would otherwise run `h.disk = ...` every time);
+    // the clone costs less than that setter call.
+    engine.register_fn("size", |d: Disk| d.size as INT);
     engine.register_get("size", |d: &mut Disk| d.size as INT);
-    engine.register_fn("pread", Disk::pread);
-    engine.register_fn("pwrite", Disk::pwrite);
-    engine.register_fn("zero", Disk::zero);
-    engine.register_fn("trim", Disk::zero);
-    engine.register_fn("extents", Disk::extents);
-    engine.register_fn("flush", |_d: &mut Disk| ());
+    engine.register_fn("pread", |mut d: Disk, c: INT, o: INT| d.pread(c, o));
+    engine.register_fn("pwrite", |mut d: Disk, b: Blob, o: INT| d.pwrite(b, o));
+    engine.register_fn("zero", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
+    engine.register_fn("trim", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
+    engine.register_fn("extents", |mut d: Disk, c: INT, o: INT| d.extents(c, o));
+    engine.register_fn("flush", |_d: Disk| ());
     engine.register_fn("stats", |d: &mut Disk| d.alloc.stats());
     engine.register_fn("to_string", |d: &mut Disk| {
         format!("disk({} bytes, {})", d.size, d.alloc.name())
@@ -403,6 +407,17 @@ const MAX_DATA_BLOB: u64 = 256 << 20;
 /// A lazy data-string pattern: reads are computed, never expanded.
 #[derive(Clone)]
 pub struct DataDisk(pub Arc<crate::datastr::Pattern>);
+
+/// Whether `a` and `b` are the same `disk()` or `data_disk()` object.
+pub fn same_object(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<Disk>(), b.read_lock::<Disk>()) {
+        return Arc::ptr_eq(&x.alloc, &y.alloc) && x.size == y.size;
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<DataDisk>(), b.read_lock::<DataDisk>()) {
+        return Arc::ptr_eq(&x.0, &y.0);
+    }
+    false
+}
 
 fn data_options(allow_files: bool) -> crate::datastr::EvalOptions {
     crate::datastr::EvalOptions {

@@ -3,7 +3,7 @@
 //! which callbacks exist (overridden by `can_*`), the thread model's locks,
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
-use super::code::{call_raw, Cb, Code, Host, Kind};
+use super::code::{call_raw, Args, Cb, Code, Host, Kind};
 use super::host::{array_to_extents, size_arg};
 use super::reload::{self, Watch};
 use super::{ScriptOptions, ScriptSource};
@@ -93,12 +93,12 @@ impl Layer {
             Some((n, d)) => (Some(n), d),
             None => (None, Dynamic::UNIT),
         };
-        let code = host.code.load_full();
+        let code = host.code.load();
         let handle = match code.arity(Cb::Open) {
             Some(n) => {
-                let mut args = vec![host.state.clone(), Dynamic::from(readonly)];
+                let mut args = Args::new([host.state.clone(), Dynamic::from(readonly)]);
                 if host.kind == Kind::Filter && n == 3 {
-                    args.insert(0, next_dyn.clone());
+                    args.push_front(next_dyn.clone());
                 }
                 let _g =
                     (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
@@ -117,18 +117,23 @@ impl Layer {
         })
     }
 
-    fn code(&self) -> Arc<Code> {
-        self.host.code.load_full()
+    /// The current code (a reload swaps it; a call keeps the version it
+    /// started with). A guard, not an `Arc` clone: no shared refcount
+    /// traffic per request.
+    fn code(&self) -> arc_swap::Guard<Arc<Code>> {
+        self.host.code.load()
     }
 
     /// Call `cb` of `code` with `[next,] h, rest...` under the thread model's lock.
-    fn call(&self, code: &Code, cb: Cb, rest: Vec<Dynamic>) -> Result<Dynamic> {
-        let mut args = Vec::with_capacity(rest.len() + 2);
+    fn call<const N: usize>(&self, code: &Code, cb: Cb, rest: [Dynamic; N]) -> Result<Dynamic> {
+        let mut args = Args::new([]);
         if self.next.is_some() {
             args.push(self.next_dyn.clone());
         }
         args.push(self.handle.clone());
-        args.extend(rest);
+        for d in rest {
+            args.push(d);
+        }
         let _g = match self.host.model {
             ThreadModel::SerializeAllRequests => Some(self.host.global.lock()),
             ThreadModel::SerializeRequests => Some(self.lock.lock()),
@@ -148,7 +153,7 @@ impl Layer {
     ) -> Result<T> {
         let code = self.code();
         if code.has(cb) {
-            let v = self.call(&code, cb, vec![])?;
+            let v = self.call(&code, cb, [])?;
             return conv(v, cb.name());
         }
         match &self.next {
@@ -163,7 +168,7 @@ impl Layer {
             self.call(
                 &code,
                 cb,
-                vec![int(count), int(offset), Dynamic::from(flags as INT)],
+                [int(count), int(offset), Dynamic::from(flags as INT)],
             )
         })
     }
@@ -362,10 +367,9 @@ impl Backend for Layer {
         let v = self.call(
             &code,
             Cb::Pread,
-            vec![int(count as u64), int(offset), Dynamic::from(flags as INT)],
+            [int(count as u64), int(offset), Dynamic::from(flags as INT)],
         )?;
-        let t = v.type_name();
-        let b = v.into_blob().map_err(|_| {
+        let b = v.into_blob().map_err(|t| {
             BackendError::io(format!(
                 "{}: pread must return a Blob, got {t}",
                 self.host.name
@@ -397,7 +401,7 @@ impl Backend for Layer {
         unit(self.call(
             &code,
             Cb::Pwrite,
-            vec![
+            [
                 Dynamic::from_blob(buf),
                 int(offset),
                 Dynamic::from(flags as INT),
@@ -407,7 +411,7 @@ impl Backend for Layer {
     fn flush(&self, flags: u32) -> Result<()> {
         let code = self.code();
         if code.has(Cb::Flush) {
-            return unit(self.call(&code, Cb::Flush, vec![Dynamic::from(flags as INT)]));
+            return unit(self.call(&code, Cb::Flush, [Dynamic::from(flags as INT)]));
         }
         match &self.next {
             Some(n) => n.flush(flags),
@@ -459,7 +463,7 @@ impl Backend for Layer {
         }
         let code = self.code();
         if code.has(Cb::Close) {
-            let _ = self.call(&code, Cb::Close, vec![]);
+            let _ = self.call(&code, Cb::Close, []);
         }
         if let Some(n) = &self.next {
             n.close()

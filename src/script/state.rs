@@ -15,6 +15,27 @@ impl State {
     pub fn new(m: Map) -> Self {
         State(Arc::new(parking_lot::RwLock::new(m)))
     }
+
+    /// Store `v` under `k`. rhai writes a property back after every method
+    /// call on it (`h.disk.pread(...)` runs the getter, `pread`, then the
+    /// setter); when `v` is the very object already stored (a `disk()`, a
+    /// nested state), that write is skipped: no exclusive lock on the hot
+    /// path, so parallel requests do not serialize on the state.
+    pub fn set(&self, k: &str, v: Dynamic) {
+        if self.0.read().get(k).is_some_and(|cur| same_object(cur, &v)) {
+            return;
+        }
+        self.0.write().insert(k.into(), v);
+    }
+}
+
+/// Whether two values are the same reference-semantics object (cloning
+/// them shares it), so storing one over the other changes nothing.
+fn same_object(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<State>(), b.read_lock::<State>()) {
+        return Arc::ptr_eq(&x.0, &y.0);
+    }
+    super::host::same_object(a, b)
 }
 
 /// A map from `config`/`open` becomes a `State`; other values stay as they are.
@@ -43,9 +64,7 @@ pub fn register(e: &mut Engine) {
     e.register_indexer_get(|s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
-    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| {
-        s.0.write().insert(k.as_str().into(), v);
-    });
+    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| s.set(k.as_str(), v));
     e.register_fn("get", |s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
@@ -95,8 +114,6 @@ pub fn register_props(e: &mut Engine, text: &str) {
         e.register_get(n, move |s: &mut State| -> Dynamic {
             s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
         });
-        e.register_set(n, move |s: &mut State, v: Dynamic| {
-            s.0.write().insert(k2.as_str().into(), v);
-        });
+        e.register_set(n, move |s: &mut State, v: Dynamic| s.set(k2.as_str(), v));
     }
 }

@@ -576,3 +576,60 @@ fn filter_declares_its_params() {
     assert_eq!(c.get_size().unwrap(), 900);
     assert!(load_plugin("no-such-stdlib-name", &p, &flags).is_err());
 }
+
+#[test]
+fn write_back_after_a_method_call_is_kept_unless_same_object() {
+    // `h.list.push(..)` changes a copy that must be written back; `h.d =
+    // disk(..)` replaces the disk; `h.d.pwrite(..)` keeps the same disk.
+    let p = plugin(
+        r#"
+fn config(p) { #{ list: [], d: disk(4096) } }
+fn get_size(h) { h.d.size() }
+fn pread(h, count, offset) {
+    h.list.push(offset);
+    if offset == 100 { h.d = disk(8192); }
+    h.d.pwrite(blob(1, h.list.len()), 0);
+    h.d.pread(count, offset)
+}
+"#,
+        &[],
+    );
+    let c = open(&p);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![1]);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![2]);
+    assert_eq!(c.get_size().unwrap(), 4096);
+    assert_eq!(c.pread_owned(1, 100, 0).unwrap(), vec![0]);
+    assert_eq!(c.get_size().unwrap(), 8192);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), vec![4]);
+}
+
+#[test]
+fn passthrough_example_changes_nothing() {
+    let f = filter(include_str!("../../examples/passthrough.rhai"));
+    let low = memory(1 << 20);
+    let c = crate::backend::Filter::open(&f, low.clone(), false).unwrap();
+    assert_eq!(c.get_size().unwrap(), 1 << 20);
+    assert_eq!(c.can_write().unwrap(), low.can_write().unwrap());
+    assert_eq!(c.can_trim().unwrap(), low.can_trim().unwrap());
+    assert_eq!(c.can_zero().unwrap(), low.can_zero().unwrap());
+    assert_eq!(c.can_extents().unwrap(), low.can_extents().unwrap());
+    assert_eq!(c.can_fua().unwrap(), low.can_fua().unwrap());
+    assert_eq!(c.can_cache().unwrap(), low.can_cache().unwrap());
+    assert_eq!(c.can_multi_conn().unwrap(), low.can_multi_conn().unwrap());
+    assert_eq!(c.block_size().unwrap(), low.block_size().unwrap());
+    c.pwrite_owned(vec![7; 8192], 4096, 0).unwrap();
+    assert_eq!(c.pread_owned(8192, 4096, 0).unwrap(), vec![7; 8192]);
+    c.zero(4096, 4096, 0).unwrap();
+    c.trim(4096, 8192, 0).unwrap();
+    c.flush(0).unwrap();
+    c.cache(4096, 0, 0).unwrap();
+    assert_eq!(c.pread_owned(8192, 4096, 0).unwrap(), vec![0; 8192]);
+    let a = c.extents(1 << 20, 0, 0).unwrap();
+    let b = low.extents(1 << 20, 0, 0).unwrap();
+    assert_eq!(a.as_slice().len(), b.as_slice().len());
+    assert_eq!(
+        c.pread_owned(2, (1 << 20) - 1, 0).unwrap_err().errno,
+        Errno::Inval
+    );
+    c.close();
+}

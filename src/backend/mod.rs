@@ -117,6 +117,43 @@ macro_rules! pass {
     };
 }
 
+/// The capability methods of a layer that can do everything natively and
+/// share its data across connections (RAM disks, null, cow): writable,
+/// flush, trim, zero and fast zero, extents, native FUA and cache,
+/// multi-conn. Use inside `impl Backend for ...`.
+macro_rules! all_capabilities {
+    () => {
+        fn can_write(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_flush(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_trim(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_zero(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_fast_zero(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_extents(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_fua(&self) -> $crate::backend::Result<$crate::backend::FuaMode> {
+            Ok($crate::backend::FuaMode::Native)
+        }
+        fn can_multi_conn(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn can_cache(&self) -> $crate::backend::Result<$crate::backend::CacheMode> {
+            Ok($crate::backend::CacheMode::Native)
+        }
+    };
+}
+pub(crate) use all_capabilities;
+
 /// One connection's view of a layer (plugin or filter). Offsets and counts
 /// reaching these methods have been checked against the size by [`Export`].
 pub trait Backend: Send + Sync + 'static {

@@ -11,9 +11,7 @@
 use super::common;
 use super::FilterDef;
 use crate::alloc::{Allocator, Sparse};
-use crate::backend::{
-    extent_type, flags, Backend, BackendError, CacheMode, Errno, Extents, Filter, FuaMode, Result,
-};
+use crate::backend::{extent_type, flags, Backend, BackendError, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
 use crate::plugins::memory::alloc_error;
 use parking_lot::{Mutex, RwLock};
@@ -241,39 +239,12 @@ impl CowHandle {
 }
 
 impl Backend for CowHandle {
+    crate::backend::all_capabilities!();
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::Native)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<CacheMode> {
-        Ok(CacheMode::Native)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        // Every connection sees the same overlay.
-        Ok(true)
     }
     fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
         let copy_up = self.cow_on_read();

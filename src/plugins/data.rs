@@ -12,9 +12,7 @@
 use super::memory::{alloc_error, AllocDisk};
 use super::PluginDef;
 use crate::alloc::{AllocSpec, Allocator};
-use crate::backend::{
-    extent_type, flags, Backend, BlockSize, CacheMode, Extents, FuaMode, Plugin, Result,
-};
+use crate::backend::{extent_type, flags, Backend, BlockSize, Extents, Plugin, Result};
 use crate::datastr::{self, EvalOptions, Pattern};
 use crate::params::{ConfigError, Params};
 use parking_lot::RwLock;
@@ -216,38 +214,12 @@ impl LazyDisk {
 }
 
 impl Backend for LazyDisk {
+    crate::backend::all_capabilities!();
     fn is_blocking(&self) -> bool {
         self.overlay.is_blocking()
     }
     fn get_size(&self) -> Result<u64> {
         Ok(self.pattern.size())
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::Native)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<CacheMode> {
-        Ok(CacheMode::Native)
     }
     fn block_size(&self) -> Result<Option<BlockSize>> {
         Ok(Some(BlockSize {

@@ -5,9 +5,7 @@
 
 use super::PluginDef;
 use crate::alloc::{AllocError, AllocSpec, Allocator};
-use crate::backend::{
-    flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents, FuaMode, Plugin, Result,
-};
+use crate::backend::{flags, Backend, BackendError, BlockSize, Errno, Extents, Plugin, Result};
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
 
@@ -94,39 +92,13 @@ impl AllocDisk {
 }
 
 impl Backend for AllocDisk {
+    crate::backend::all_capabilities!();
     /// zstd compresses on the request path: run it on the worker pool.
     fn is_blocking(&self) -> bool {
         self.alloc.is_blocking()
     }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::Native)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<CacheMode> {
-        Ok(CacheMode::Native)
     }
     fn block_size(&self) -> Result<Option<BlockSize>> {
         Ok(Some(BlockSize {

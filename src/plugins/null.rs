@@ -2,7 +2,7 @@
 //! Same parameters as nbdkit-null-plugin.
 
 use super::PluginDef;
-use crate::backend::{extent_type, Backend, CacheMode, Extents, FuaMode, Plugin, Result};
+use crate::backend::{extent_type, Backend, Extents, Plugin, Result};
 use crate::params::{ConfigError, Params};
 use std::sync::Arc;
 
@@ -40,35 +40,9 @@ struct NullHandle {
 }
 
 impl Backend for NullHandle {
+    crate::backend::all_capabilities!();
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::Native)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<CacheMode> {
-        Ok(CacheMode::Native)
     }
     fn pread(&self, buf: &mut [u8], _offset: u64, _flags: u32) -> Result<()> {
         buf.fill(0);

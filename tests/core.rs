@@ -244,6 +244,7 @@ fn fio_verify_two_connections() {
             "--offset_increment=16M",
             "--verify=crc32c",
             "--do_verify=1",
+            "--verify_state_save=0",
             "--output-format=json",
         ],
     );

@@ -889,3 +889,35 @@ print("peak", peak)
     let out = raw(&s, &body);
     assert!(out.contains("peak"), "{out}");
 }
+
+#[test]
+fn sigterm_with_a_client_that_never_reads_replies_exits() {
+    use std::io::BufRead;
+    let s = Server::start(&["memory", "64M"]);
+    // 24 reads of 64 MiB, never read: the connection's thread is stuck in
+    // a write when SIGTERM comes. The server must still exit, cleanly.
+    let prog = format!(
+        "{RAW}\nimport time\nc = C(); c.last(8); c.go()\n\
+         for i in range(24): c.req(0, 0, 64 << 20, 100 + i, flags=4)\n\
+         print('sent', flush=True)\ntime.sleep(60)\n"
+    );
+    let mut client = Command::new("/usr/bin/python3")
+        .args(["-c", &prog, s.sock.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "sent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(s.stop());
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(40));
+    let _ = client.kill();
+    let _ = client.wait();
+    let (code, err) = got.expect("server did not exit on SIGTERM with a stuck writer");
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -167,6 +167,17 @@ pub trait Backend: Send + Sync + 'static {
     fn is_blocking(&self) -> bool {
         pass!(self, is_blocking(), false)
     }
+    /// True when a blocking layer's calls wait on something outside the
+    /// CPU (a disk, the network, a timer): the server overlaps the requests
+    /// of one connection on its worker pool. False for layers that only
+    /// compute (scripts, compression): a blocking stack where no layer
+    /// waits runs each connection on a thread of its own, one request
+    /// after another, with no hand-off per request. A plugin waits when it
+    /// is blocking unless it says otherwise; a filter when the layer below
+    /// does.
+    fn waits(&self) -> bool {
+        pass!(self, waits(), self.is_blocking())
+    }
     fn thread_model(&self) -> ThreadModel {
         pass!(self, thread_model(), ThreadModel::Parallel)
     }
@@ -224,6 +235,13 @@ pub trait Backend: Send + Sync + 'static {
             pread(buf, offset, flags),
             Err(BackendError::new(Errno::Io, "this layer has no pread"))
         )
+    }
+
+    /// True when `pread_owned` makes its buffer anyway (scripts return a
+    /// Blob): the server then asks for it rather than for a copy. A hint;
+    /// both calls give the same bytes.
+    fn prefers_owned_reads(&self) -> bool {
+        pass!(self, prefers_owned_reads(), false)
     }
 
     /// Like `pread`, but returns an owned buffer of exactly `count` bytes.

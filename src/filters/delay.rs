@@ -117,6 +117,9 @@ impl Backend for DelayHandle {
     fn is_blocking(&self) -> bool {
         true
     }
+    fn waits(&self) -> bool {
+        true
+    }
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
         sleep(self.d.read);
         self.next.pread(buf, offset, flags)

@@ -188,6 +188,10 @@ impl Backend for XzHandle {
     fn is_blocking(&self) -> bool {
         true
     }
+    /// Decompressing a block is long: overlap requests on the pool.
+    fn waits(&self) -> bool {
+        true
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -97,6 +97,10 @@ impl Backend for AllocDisk {
     fn is_blocking(&self) -> bool {
         self.alloc.is_blocking()
     }
+    /// Compression only computes: a connection thread, not the pool.
+    fn waits(&self) -> bool {
+        false
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -117,6 +117,9 @@ impl Backend for RandomHandle {
     fn is_blocking(&self) -> bool {
         true
     }
+    fn waits(&self) -> bool {
+        false
+    }
     fn can_write(&self) -> Result<bool> {
         Ok(true)
     }

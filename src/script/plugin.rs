@@ -259,6 +259,11 @@ impl Backend for Layer {
     fn is_blocking(&self) -> bool {
         true
     }
+    /// A script only computes (it has no I/O of its own); it waits when
+    /// the layer below does.
+    fn waits(&self) -> bool {
+        self.next.as_ref().is_some_and(|n| n.waits())
+    }
     fn thread_model(&self) -> ThreadModel {
         match &self.next {
             Some(n) => self.host.model.min(n.thread_model()),
@@ -347,6 +352,9 @@ impl Backend for Layer {
         )
     }
 
+    fn prefers_owned_reads(&self) -> bool {
+        true
+    }
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
         let count = u32::try_from(buf.len()).map_err(|_| BackendError::inval("read too large"))?;
         let v = self.pread_owned(count, offset, flags)?;

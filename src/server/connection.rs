@@ -4,13 +4,14 @@
 //! the blocking pool when it may block, so replies may be reordered.
 
 use super::dispatch::{self, ConnInfo, Reply};
-use super::negotiate::{negotiate, shutdown_requested};
+use super::negotiate::{negotiate, shutdown_requested, Negotiated};
 use super::Shared;
-use crate::backend::{Errno, Export, ThreadModel};
+use crate::backend::{Export, ThreadModel};
 use crate::protocol::consts::*;
 use crate::protocol::transmission::parse_request;
 use crate::protocol::{ReplyMode, Request};
 use bytes::{Buf, BytesMut};
+use std::io::IoSlice;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -30,13 +31,26 @@ async fn write_out(
         return Ok(());
     }
     let mut g = w.lock().await;
-    if !batch.is_empty() {
-        g.write_all(batch).await?;
-        batch.clear();
+    let (mut a, mut b): (&[u8], &[u8]) = (batch, data.unwrap_or_default());
+    // One writev for the headers and the data: no copy, one syscall.
+    while !a.is_empty() || !b.is_empty() {
+        let n = if a.is_empty() {
+            g.write(b).await?
+        } else {
+            g.write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+                .await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= a.len() {
+            b = &b[n - a.len()..];
+            a = &[];
+        } else {
+            a = &a[n..];
+        }
     }
-    if let Some(d) = data {
-        g.write_all(d).await?;
-    }
+    batch.clear();
     g.flush().await
 }
 
@@ -48,8 +62,9 @@ const INLINE_MAX: u64 = 256 * 1024;
 /// the connection's thread; longer ones overlap on the pool.
 const SCRIPT_INLINE_MAX: u64 = 32 * 1024;
 
-/// Replies smaller than this are coalesced into one write.
-const COALESCE: usize = 64 * 1024;
+/// Replies smaller than this are copied into the batch of replies; larger
+/// ones go out with it in one writev.
+const COALESCE: usize = 16 * 1024;
 
 /// Reply bytes (estimated from the request) one connection may have in
 /// flight on the worker pool or queued for the writer. When they are used
@@ -68,6 +83,47 @@ fn reply_cost(req: &Request) -> u32 {
     (data as u32).saturating_add(64).min(REPLY_BUDGET)
 }
 
+/// An accepted stream socket, not yet split: after the handshake it is
+/// either split for the async request loop or handed to a thread.
+pub enum Socket {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// Serve one accepted socket: the handshake, then the async request loop,
+/// or a connection thread when the export wants one
+/// ([`Export::wants_own_thread`]).
+pub async fn serve_socket(
+    mut sock: Socket,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let neg = match &mut sock {
+        Socket::Unix(s) => {
+            let (mut r, mut w) = s.split();
+            handshake(&mut r, &mut w, &shared, &mut shutdown).await
+        }
+        Socket::Tcp(s) => {
+            let (mut r, mut w) = s.split();
+            handshake(&mut r, &mut w, &shared, &mut shutdown).await
+        }
+    };
+    let Some(neg) = neg else { return };
+    if neg.export.wants_own_thread() {
+        return super::thread::serve(sock, neg, shared, shutdown).await;
+    }
+    match sock {
+        Socket::Unix(s) => {
+            let (r, w) = s.into_split();
+            transmission(r, w, neg, shared, shutdown).await
+        }
+        Socket::Tcp(s) => {
+            let (r, w) = s.into_split();
+            transmission(r, w, neg, shared, shutdown).await
+        }
+    }
+}
+
 /// Serve one connection until the client disconnects or the server shuts
 /// down. Never panics on client input; errors end only this connection.
 pub async fn serve<R, W>(
@@ -79,27 +135,51 @@ pub async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    if let Some(neg) = handshake(&mut r, &mut w, &shared, &mut shutdown).await {
+        transmission(r, w, neg, shared, shutdown).await
+    }
+}
+
+/// The handshake; `None` when it ended without entering transmission.
+async fn handshake<R, W>(
+    r: &mut R,
+    w: &mut W,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Negotiated>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // A client idle in the handshake must not hold up shutdown.
     let negotiated = tokio::select! {
-        n = negotiate(&mut r, &mut w, &shared) => n,
-        _ = shutdown_requested(&mut shutdown) => {
+        n = negotiate(r, w, shared) => n,
+        _ = shutdown_requested(shutdown) => {
             debug!("shutdown during the handshake");
-            return;
+            return None;
         }
     };
-    let neg = match negotiated {
-        Ok(Some(n)) => n,
-        Ok(None) => return,
+    match negotiated {
+        Ok(n) => n,
         Err(e) => {
             debug!("handshake ended: {e}");
-            return;
+            None
         }
-    };
-    let ci = ConnInfo {
-        mode: neg.mode,
-        base_allocation: neg.base_allocation,
-        flags: neg.flags,
-    };
+    }
+}
+
+/// The transmission phase on the async request loop.
+async fn transmission<R, W>(
+    mut r: R,
+    w: W,
+    neg: Negotiated,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let ci = ConnInfo::of(&neg);
     let export = neg.export;
     let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let w: SharedWriter = Arc::new(tokio::sync::Mutex::new(Box::new(w)));
@@ -192,13 +272,8 @@ async fn request_loop<R: AsyncRead + Unpin>(
         } else {
             None
         };
-        if let Err(e) = valid {
-            batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
-            continue;
-        }
-        if req.typ == CMD_WRITE && payload.is_none() && req.length > 0 {
-            let e = crate::backend::BackendError::new(Errno::Inval, "write payload too large");
-            batch.extend_from_slice(&dispatch::error_reply(&req, ci, &e).head);
+        if let Some(rep) = dispatch::refusal(&req, valid, &payload, ci) {
+            batch.extend_from_slice(&rep.head);
             continue;
         }
         // Cheap calls run inline; big writes go to the pool so the next

@@ -17,6 +17,16 @@ pub struct ConnInfo {
     pub flags: u16,
 }
 
+impl ConnInfo {
+    pub fn of(neg: &super::negotiate::Negotiated) -> ConnInfo {
+        ConnInfo {
+            mode: neg.mode,
+            base_allocation: neg.base_allocation,
+            flags: neg.flags,
+        }
+    }
+}
+
 /// Reply frames: `head`, then `data` (a read buffer sent without copying).
 pub struct Reply {
     pub head: BytesMut,
@@ -130,6 +140,25 @@ pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// The reply a request gets without reaching the export, once its payload
+/// (if any) has been taken: `valid` is what [`validate`] said, `payload`
+/// is `None` when a WRITE's data was discarded (too large or invalid).
+pub fn refusal(
+    req: &Request,
+    valid: Result<(), BackendError>,
+    payload: &Option<Vec<u8>>,
+    ci: &ConnInfo,
+) -> Option<Reply> {
+    if let Err(e) = valid {
+        return Some(error_reply(req, ci, &e));
+    }
+    if req.typ == CMD_WRITE && payload.is_none() && req.length > 0 {
+        let e = BackendError::new(Errno::Inval, "write payload too large");
+        return Some(error_reply(req, ci, &e));
+    }
+    None
+}
+
 /// Build the error reply for a request.
 pub fn error_reply(req: &Request, ci: &ConnInfo, e: &BackendError) -> Reply {
     debug!(cookie = req.cookie, cmd = req.typ, "request failed: {e}");
@@ -197,6 +226,11 @@ pub fn execute_into(
                 return None;
             }
         }
+        if export.info().owned_reads {
+            let rep = plain_read(export, req, ci);
+            out.extend_from_slice(&rep.head);
+            return rep.data;
+        }
         let count = req.length as usize;
         let mut v = std::mem::take(big);
         if v.len() >= count {
@@ -251,6 +285,12 @@ fn read(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
             return r;
         }
     }
+    plain_read(export, req, ci)
+}
+
+/// A read answered with one data chunk, from an owned buffer.
+fn plain_read(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
+    let count = req.length as u32;
     match export.read(count, req.offset) {
         Ok(data) => {
             let mut head = BytesMut::with_capacity(40);

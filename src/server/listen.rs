@@ -2,7 +2,7 @@
 //! loop: a connection task per client, and on shutdown stop accepting,
 //! let connections finish in-flight requests, then return.
 
-use super::connection::serve;
+use super::connection::{serve, serve_socket, Socket};
 use super::Shared;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,8 +103,7 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
             let span = info_span!("conn", id = 0, peer = "stdio");
             match stdio_socket() {
                 Some(s) => {
-                    let (r, w) = s.into_split();
-                    serve(r, w, shared.clone(), shutdown.clone())
+                    serve_socket(Socket::Unix(s), shared.clone(), shutdown.clone())
                         .instrument(span)
                         .await
                 }
@@ -130,10 +129,10 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
                 _ = shutdown.changed() => break,
                 _ = conns.join_next(), if !conns.is_empty() => { id -= 1; continue; }
                 res = accept(&listener) => match res {
-                    Ok((r, w, peer)) => {
+                    Ok((sock, peer)) => {
                         let span = info_span!("conn", id, %peer);
                         info!(parent: &span, "accepted");
-                        conns.spawn(serve(r, w, shared.clone(), shutdown.clone()).instrument(span));
+                        conns.spawn(serve_socket(sock, shared.clone(), shutdown.clone()).instrument(span));
                     }
                     Err(e) => {
                         warn!("accept failed: {e}");
@@ -173,21 +172,16 @@ fn stdio_socket() -> Option<tokio::net::UnixStream> {
     }
 }
 
-type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-
-async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, String)> {
+async fn accept(l: &Listener) -> std::io::Result<(Socket, String)> {
     match l {
         Listener::Unix(u, _) => {
             let (s, _) = u.accept().await?;
-            let (r, w) = s.into_split();
-            Ok((Box::new(r), Box::new(w), "unix".to_string()))
+            Ok((Socket::Unix(s), "unix".to_string()))
         }
         Listener::Tcp(t) => {
             let (s, addr) = t.accept().await?;
             let _ = s.set_nodelay(true);
-            let (r, w) = s.into_split();
-            Ok((Box::new(r), Box::new(w), addr.to_string()))
+            Ok((Socket::Tcp(s), addr.to_string()))
         }
         Listener::Stdio => Err(std::io::Error::other("stdio has no accept")),
     }

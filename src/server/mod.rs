@@ -7,6 +7,7 @@ mod connection;
 mod dispatch;
 mod listen;
 mod negotiate;
+mod thread;
 
 pub use listen::{run, Listener};
 

@@ -429,3 +429,37 @@ assert got == bytes(want), "lost writes: %s" % bad
         .enumerate()
         .all(|(i, c)| c[(i % 3) * 7] == i as u8 + 1));
 }
+
+#[test]
+fn s3_failed_requests_give_eio_and_name_the_request() {
+    let m = Moto::start();
+    m.make_bucket("gone");
+    let args = m.args(
+        "s3://gone/d",
+        &["size=128k", "object-size=64k", "timeout=5", "-v"],
+    );
+    let s = Server::start(&refs(&args));
+    s.nbdsh(r#"h.pwrite(b"x" * 100, 65536)"#);
+    drop(m); // the store goes away under a live server
+    s.nbdsh(
+        r#"
+for f in (lambda: h.pread(100, 65536), lambda: h.pwrite(b"y" * 10, 10)):
+    try:
+        f()
+        assert False, "must fail"
+    except nbd.Error as e:
+        assert e.errno == "EIO", e
+"#,
+    );
+    let (_, log) = s.stop();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("s3://gone")).collect();
+    for want in [
+        "GET s3://gone/d/0000000000000001 bytes 0-99",
+        "GET s3://gone/d/0000000000000000 bytes 0-65535",
+    ] {
+        assert!(
+            ours.iter().any(|l| l.contains(want)),
+            "the log must name the failed request {want:?}: {ours:#?}"
+        );
+    }
+}

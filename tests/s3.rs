@@ -366,9 +366,12 @@ h.trim(1000, 4 * 65536)             # part of object 4: kept
 h.zero(3 * 65536, 65536 + 100)      # tail of 1 zeroed, 2 and 3 deleted, head of 4 zeroed
 assert h.pread(65536, 2 * 65536) == bytes(65536)
 assert h.pread(1000, 65636 - 500) == b"A" * 500 + bytes(500)
+h.zero(65536, 5 * 65536, nbd.CMD_FLAG_NO_HOLE)  # object 5: zeros, kept
+assert h.pread(65536, 5 * 65536) == bytes(65536)
 "#,
     );
     let keys = m.keys("vol", "disk/");
+    // Object 5 was zeroed with NO_HOLE: written, not deleted.
     let want: Vec<String> = [0, 1, 4, 5, 6, 7]
         .iter()
         .map(|n| format!("disk/{n:016x}"))
@@ -376,6 +379,11 @@ assert h.pread(1000, 65636 - 500) == b"A" * 500 + bytes(500)
     assert_eq!(keys, want, "trim/zero of whole objects must delete them");
     model[2 * os..3 * os].fill(0);
     model[65536 + 100..4 * os + 100].fill(0);
+    model[5 * os..6 * os].fill(0);
+    assert!(
+        m.get("vol", "disk/0000000000000005") == vec![0u8; os],
+        "NO_HOLE zero"
+    );
     assert!(read_all(&s2.uri) == model, "after trim/zero");
     // Extents: deleted objects are holes.
     let out = s2.nbdsh(

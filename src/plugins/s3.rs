@@ -5,8 +5,9 @@
 //!   from HEAD.
 //! - `size=N object-size=M`: a writable disk of N bytes kept as objects of
 //!   M bytes named `KEY/%016x` (nbdkit's naming). Missing objects read as
-//!   zeros; a partial write is read-modify-write; trim and zero of whole
-//!   objects delete them; extents report missing objects as holes.
+//!   zeros; a partial write is read-modify-write; trim of whole objects
+//!   deletes them, and so does zero unless the client said NO_HOLE;
+//!   extents report missing objects as holes.
 //!
 //! Credentials and settings come from the environment as the AWS tools read
 //! them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
@@ -387,8 +388,9 @@ impl Backend for S3Handle {
                 "s3: zeroing part of an object is a read-modify-write, not fast",
             ));
         }
+        let punch = flags & crate::backend::flags::MAY_TRIM != 0;
         let st = self.inner.store.clone();
-        self.inner.rt.run(st.zero(count, offset))
+        self.inner.rt.run(st.zero(count, offset, punch))
     }
     fn extents(&self, count: u64, offset: u64, _flags: u32) -> Result<Extents> {
         let mut e = Extents::new(offset, count);

@@ -260,29 +260,39 @@ impl Store {
         self.delete_objects(first, last).await
     }
 
-    /// Zero: delete the whole objects, write zeros into the partial ends.
-    pub async fn zero(self: Arc<Self>, count: u64, offset: u64) -> Result<()> {
+    /// Write zeros over `[offset, offset+count)` object by object, sharing
+    /// one zero buffer (no allocation of `count` bytes).
+    async fn write_zeros(self: Arc<Self>, offset: u64, count: u64) -> Result<()> {
+        let zeros = Bytes::from(vec![0u8; self.osize().min(count) as usize]);
+        futures::stream::iter(split(offset, count, self.osize()).into_iter().map(|pc| {
+            let me = self.clone();
+            let d = zeros.slice(0..pc.len as usize);
+            async move { me.write_object(pc.object, pc.start, d).await }
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+    }
+
+    /// Zero. With `punch` (the client allows holes) whole objects are
+    /// deleted and the partial ends get zeros; without, every object in the
+    /// range is written (NBD's NO_HOLE: it stays allocated).
+    pub async fn zero(self: Arc<Self>, count: u64, offset: u64, punch: bool) -> Result<()> {
         let os = self.osize();
         let end = offset + count;
         let first = offset.div_ceil(os);
         let last = end / os;
-        if first >= last {
-            // Within one object (or two partial ones).
-            return self
-                .write(Bytes::from(vec![0u8; count as usize]), offset)
-                .await;
+        if !punch || first >= last {
+            return self.write_zeros(offset, count).await;
         }
         let head = first * os - offset;
         if head > 0 {
-            self.clone()
-                .write(Bytes::from(vec![0u8; head as usize]), offset)
-                .await?;
+            self.clone().write_zeros(offset, head).await?;
         }
         let tail = end - last * os;
         if tail > 0 {
-            self.clone()
-                .write(Bytes::from(vec![0u8; tail as usize]), last * os)
-                .await?;
+            self.clone().write_zeros(last * os, tail).await?;
         }
         self.delete_objects(first, last).await
     }

@@ -8,4 +8,5 @@ mod datastr;
 mod filters;
 mod protocol;
 mod remote;
+mod s3;
 mod script;

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod auth;
+pub(crate) mod auth;
 
 pub const DEF: PluginDef = PluginDef {
     name: "http",

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod null;
 pub mod pattern;
 pub mod random;
+pub mod s3;
 pub mod tmpdisk;
 pub mod zero;
 
@@ -48,6 +49,7 @@ pub fn builtin() -> &'static [PluginDef] {
         full::DEF,
         random::DEF,
         http::DEF,
+        s3::DEF,
         tmpdisk::DEF,
         data::DEF,
     ];

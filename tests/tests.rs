@@ -9,3 +9,4 @@ mod filters;
 mod protocol;
 mod remote;
 mod script;
+mod torrent;

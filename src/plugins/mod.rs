@@ -10,6 +10,7 @@ pub mod null;
 pub mod pattern;
 pub mod random;
 pub mod tmpdisk;
+pub mod torrent;
 pub mod zero;
 
 use crate::backend::Plugin;
@@ -49,6 +50,7 @@ pub fn builtin() -> &'static [PluginDef] {
         random::DEF,
         http::DEF,
         tmpdisk::DEF,
+        torrent::DEF,
         data::DEF,
     ];
     DEFS

@@ -306,6 +306,8 @@ fn torrent_read_without_peers_times_out_with_a_message() {
     let started = Instant::now();
     let out = s.nbdsh_output(&[], "h.pread(512, 0)");
     assert!(!out.status.success(), "a read with no peer must fail");
+    let cerr = String::from_utf8_lossy(&out.stderr);
+    assert!(cerr.contains("Input/output error"), "nbdsh: {cerr}");
     assert!(started.elapsed() < Duration::from_secs(30));
     let (_, err) = s.stop();
     assert!(err.contains("timed out"), "server log: {err}");

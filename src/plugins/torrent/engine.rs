@@ -369,11 +369,13 @@ impl Engine {
                     let stats = self.torrent.stats();
                     if self.timeout.is_some_and(|t| waited >= t) {
                         task.abort();
-                        return Err(BackendError::io(format!(
+                        let msg = format!(
                             "torrent: read at {offset}+{len} timed out after {}s waiting \
                              for its pieces ({stats})",
                             waited.as_secs()
-                        )));
+                        );
+                        tracing::warn!("{msg}");
+                        return Err(BackendError::io(msg));
                     }
                     if !warned && waited >= WARN_AFTER {
                         warned = true;

@@ -227,9 +227,7 @@ impl Args {
         let native = plugins::find(plugin_name);
         for (i, w) in words.enumerate() {
             match w.split_once('=') {
-                Some((k, v)) if is_config_key(k) => {
-                    items.push((k.to_string(), v.to_string()))
-                }
+                Some((k, v)) if is_config_key(k) => items.push((k.to_string(), v.to_string())),
                 _ => {
                     let magic = native
                         .and_then(|d| d.magic_key)

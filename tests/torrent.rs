@@ -133,7 +133,10 @@ fn sha256(data: &[u8], dir: &Path) -> String {
     let p = dir.join("hash.tmp");
     std::fs::write(&p, data).expect("write");
     let out = run_ok("sha256sum", &[&p.display().to_string()]);
-    out.split_whitespace().next().unwrap_or_default().to_string()
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Random reads (before anything else, so they arrive out of order),
@@ -238,7 +241,10 @@ fn torrent_multi_file_and_file_param_and_cache() {
         .into_iter()
         .find(|p| p.ends_with("sub/small.img"))
         .unwrap_or_else(|| panic!("cache= kept no sub/small.img: {:?}", walk(&cache)));
-    assert!(std::fs::read(kept).unwrap() == small, "the cached file differs");
+    assert!(
+        std::fs::read(kept).unwrap() == small,
+        "the cached file differs"
+    );
 
     // An unknown file= is refused at start, naming the files there are.
     let e = Server::try_start(&args(&t, &peer, &["file=nope.img"]))

@@ -24,17 +24,44 @@ pub const DEF: PluginDef = PluginDef {
     magic_key: Some("torrent"),
     params: &[
         ("torrent", "a .torrent file or a magnet: link (required)"),
-        ("file", "the file to serve, relative to the torrent's root (default: the largest)"),
-        ("cache", "directory the torrent is downloaded into, kept (default: a temp dir removed at exit)"),
+        (
+            "file",
+            "the file to serve, relative to the torrent's root (default: the largest)",
+        ),
+        (
+            "cache",
+            "directory the torrent is downloaded into, kept (default: a temp dir removed at exit)",
+        ),
         ("connections-limit", "most peers connected at once"),
-        ("download-rate-limit", "bits per second, e.g. 10M (default 0: unlimited)"),
-        ("upload-rate-limit", "bits per second, e.g. 1M (default 0: unlimited)"),
-        ("listen-interfaces", "IP:PORT to accept peers on (first one; default [::]:random)"),
-        ("user-agent", "client name and version sent to peers and trackers"),
-        ("peer", "extension: HOST:PORT of a peer to connect to at once; repeatable"),
+        (
+            "download-rate-limit",
+            "bits per second, e.g. 10M (default 0: unlimited)",
+        ),
+        (
+            "upload-rate-limit",
+            "bits per second, e.g. 1M (default 0: unlimited)",
+        ),
+        (
+            "listen-interfaces",
+            "IP:PORT to accept peers on (first one; default [::]:random)",
+        ),
+        (
+            "user-agent",
+            "client name and version sent to peers and trackers",
+        ),
+        (
+            "peer",
+            "extension: HOST:PORT of a peer to connect to at once; repeatable",
+        ),
         ("tracker", "extension: an extra announce URL; repeatable"),
-        ("dht", "extension: use the DHT and local peer discovery (default true)"),
-        ("timeout", "extension: seconds a read (or resolving a magnet) may wait (default: no limit)"),
+        (
+            "dht",
+            "extension: use the DHT and local peer discovery (default true)",
+        ),
+        (
+            "timeout",
+            "extension: seconds a read (or resolving a magnet) may wait (default: no limit)",
+        ),
     ],
     description: "serve a file from a BitTorrent torrent or magnet link (read-only)",
     make,
@@ -224,7 +251,10 @@ mod tests {
     #[test]
     fn parameters() {
         let o = options(&p(&[
-            ("torrent", "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"),
+            (
+                "torrent",
+                "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
+            ),
             ("peer", "127.0.0.1:6881"),
             ("peer", "127.0.0.1:6882"),
             ("download-rate-limit", "8M"),

@@ -151,8 +151,7 @@ impl Engine {
             .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
         let (dir, temp_dir) = match &o.cache {
             Some(d) => {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| format!("cache={}: {e}", d.display()))?;
+                std::fs::create_dir_all(d).map_err(|e| format!("cache={}: {e}", d.display()))?;
                 (d.clone(), false)
             }
             None => (temp_dir()?, true),
@@ -255,7 +254,9 @@ impl Engine {
         .await?
         .map_err(|e| format!("cannot read the torrent: {e:#}"))?;
         let AddTorrentResponse::ListOnly(list) = list else {
-            return Err(err("librqbit did not answer a list-only request with a list"));
+            return Err(err(
+                "librqbit did not answer a list-only request with a list",
+            ));
         };
         let files: Vec<FileEntry> = list
             .info
@@ -471,7 +472,10 @@ mod tests {
         assert_eq!(choose(&files, Some("sub/other.img")), Ok(3));
         assert_eq!(choose(&files, Some("./README")), Ok(0));
         let e = choose(&files, Some("nope")).unwrap_err();
-        assert!(e.contains("disk.iso (500 bytes)") && !e.contains(".pad"), "{e}");
+        assert!(
+            e.contains("disk.iso (500 bytes)") && !e.contains(".pad"),
+            "{e}"
+        );
         assert!(choose(&[], None).is_err());
     }
 }

@@ -6,9 +6,12 @@
 //! the test.
 
 use crate::common::*;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Deterministic bytes, different for each seed.
@@ -317,4 +320,102 @@ fn torrent_read_without_peers_times_out_with_a_message() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let (_, err) = s.stop();
     assert!(err.contains("timed out"), "server log: {err}");
+}
+
+/// A minimal HTTP tracker on 127.0.0.1: every announce is answered with
+/// one peer, 127.0.0.1:`peer_port` (compact form). Counts the announces
+/// from librqbit (peer id `-rQ...`).
+struct Tracker {
+    port: u16,
+    peer_port: Arc<AtomicU16>,
+    ours: Arc<AtomicUsize>,
+}
+
+impl Tracker {
+    fn start() -> Tracker {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind tracker");
+        let port = l.local_addr().expect("addr").port();
+        let peer_port = Arc::new(AtomicU16::new(0));
+        let ours = Arc::new(AtomicUsize::new(0));
+        let (pp, n) = (peer_port.clone(), ours.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => req.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req);
+                let line = line.lines().next().unwrap_or_default();
+                if !line.starts_with("GET /announce?") {
+                    let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
+                if line.contains("peer_id=-rQ") {
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut body = b"d8:intervali60e5:peers6:".to_vec();
+                body.extend_from_slice(&[127, 0, 0, 1]);
+                body.extend_from_slice(&pp.load(Ordering::SeqCst).to_be_bytes());
+                body.push(b'e');
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(&body);
+            }
+        });
+        Tracker {
+            port,
+            peer_port,
+            ours,
+        }
+    }
+}
+
+#[test]
+fn torrent_peers_from_an_http_tracker() {
+    let d = tempfile::tempdir().unwrap();
+    let seed_dir = d.path().join("seed");
+    std::fs::create_dir(&seed_dir).unwrap();
+    let data = sample((1 << 20) + 1, 4);
+    let file = seed_dir.join("t.img");
+    std::fs::write(&file, &data).unwrap();
+    let tracker = Tracker::start();
+    need("mktorrent");
+    let announce = format!("http://127.0.0.1:{}/announce", tracker.port);
+    let t = d.path().join("t.torrent").display().to_string();
+    run_ok(
+        "mktorrent",
+        &[
+            "-a",
+            &announce,
+            "-l",
+            "15",
+            "-o",
+            &t,
+            &file.display().to_string(),
+        ],
+    );
+    let seeder = Seeder::start(&t, &seed_dir);
+    tracker.peer_port.store(seeder.port, Ordering::SeqCst);
+    // No peer=: the only way to the seeder is the torrent's tracker.
+    let got = nbdscript_bytes(&[
+        "torrent",
+        &t,
+        "dht=false",
+        "listen-interfaces=127.0.0.1:0",
+        "timeout=60",
+    ])
+    .expect("nbdscript torrent via its tracker");
+    assert!(got == data, "bytes through the tracker's peer differ");
+    assert!(
+        tracker.ours.load(Ordering::SeqCst) > 0,
+        "the tracker saw no announce from nbdscript"
+    );
 }

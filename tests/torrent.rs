@@ -419,3 +419,41 @@ fn torrent_peers_from_an_http_tracker() {
         "the tracker saw no announce from nbdscript"
     );
 }
+
+#[test]
+fn torrent_reads_fetch_their_pieces_first() {
+    // 16 MiB at 4 Mbit/s takes 32 s to download in full; reads far into
+    // the file must come back long before their turn in order would.
+    let d = tempfile::tempdir().unwrap();
+    let seed_dir = d.path().join("seed");
+    std::fs::create_dir(&seed_dir).unwrap();
+    let data = sample(16 << 20, 8);
+    let file = seed_dir.join("slow.img");
+    std::fs::write(&file, &data).unwrap();
+    let t = mktorrent(&file, &d.path().join("slow.torrent"), 16);
+    let seeder = Seeder::start(&t, &seed_dir);
+    let peer = seeder.peer();
+    let s = Server::start(&args(&t, &peer, &["download-rate-limit=4M"]));
+    let out = s.nbdsh(&format!(
+        r#"
+import time
+data = open({f:?}, "rb").read()
+start = time.time()
+for off in [12 << 20, 2 << 20, 7 << 20, 14 << 20]:
+    t = time.time()
+    assert h.pread(65536, off) == data[off:off + 65536], off
+    print("read at", off, "took", round(time.time() - t, 2))
+print("total", round(time.time() - start, 2))
+"#,
+        f = file.display().to_string()
+    ));
+    let total: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total in {out}"));
+    assert!(
+        total < 12.0,
+        "reads waited {total}s: their pieces were not fetched first\n{out}"
+    );
+}

@@ -78,6 +78,10 @@ fn rate(p: &Params, key: &str) -> std::result::Result<Option<NonZeroU32>, Config
     };
     let bits = parse_size(v).map_err(|e| bad(key, v, &e))?;
     let bytes = u32::try_from(bits / 8).map_err(|_| bad(key, v, "too large (at most 32G)"))?;
+    // librqbit moves 16 KiB blocks and cannot pace below one a second.
+    if bytes > 0 && bytes < 16 << 10 {
+        return Err(bad(key, v, "too small: at least 128K bits a second, or 0"));
+    }
     Ok(NonZeroU32::new(bytes))
 }
 
@@ -274,5 +278,6 @@ mod tests {
         assert!(e(&[("torrent", "magnet:?x"), ("peer", "nope")]).contains("HOST:PORT"));
         assert!(e(&[("torrent", "magnet:?x"), ("size", "1")]).contains("unknown parameter"));
         assert!(e(&[("torrent", "magnet:?x"), ("tracker", "ftp://x")]).contains("http://"));
+        assert!(e(&[("torrent", "magnet:?x"), ("upload-rate-limit", "64k")]).contains("too small"));
     }
 }

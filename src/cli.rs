@@ -198,6 +198,15 @@ fn parse_hexdump(s: &str) -> Result<(u64, Option<u64>), ConfigError> {
     Ok((off, len))
 }
 
+/// nbdkit's rule for the part before `=`: a letter, then letters, digits,
+/// `.`, `_` or `-`. Anything else (`magnet:?xt=...`, `http://h/?a=b`) is a
+/// bare value, for the magic key.
+fn is_config_key(k: &str) -> bool {
+    let mut c = k.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '.' | '_' | '-'))
+}
+
 impl Args {
     pub fn script_flags(&self) -> ScriptFlags {
         ScriptFlags {
@@ -218,9 +227,7 @@ impl Args {
         let native = plugins::find(plugin_name);
         for (i, w) in words.enumerate() {
             match w.split_once('=') {
-                Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
-                    items.push((k.to_string(), v.to_string()))
-                }
+                Some((k, v)) if is_config_key(k) => items.push((k.to_string(), v.to_string())),
                 _ => {
                     let magic = native
                         .and_then(|d| d.magic_key)

@@ -10,3 +10,4 @@ mod protocol;
 mod remote;
 mod s3;
 mod script;
+mod torrent;

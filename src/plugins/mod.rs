@@ -11,6 +11,7 @@ pub mod pattern;
 pub mod random;
 pub mod s3;
 pub mod tmpdisk;
+pub mod torrent;
 pub mod zero;
 
 use crate::backend::Plugin;
@@ -51,6 +52,7 @@ pub fn builtin() -> &'static [PluginDef] {
         http::DEF,
         s3::DEF,
         tmpdisk::DEF,
+        torrent::DEF,
         data::DEF,
     ];
     DEFS

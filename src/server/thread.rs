@@ -48,10 +48,6 @@ impl StdSocket {
         }
     }
 
-    fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        self.write2(data, &[])
-    }
-
     /// Write `a` then `b`, in one writev where the socket takes it all.
     fn write2(&self, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
         while !a.is_empty() || !b.is_empty() {
@@ -145,7 +141,11 @@ pub async fn serve(
             let export = neg.export;
             let global = (export.top().thread_model() == ThreadModel::SerializeAllRequests)
                 .then_some(&*shared.global_lock);
-            if let Err(e) = request_loop(&s2, &export, &ci, global) {
+            let workers = match export.top().thread_model() {
+                ThreadModel::Parallel => WORKERS,
+                _ => 1,
+            };
+            if let Err(e) = request_loop(&s2, &export, &ci, global, workers) {
                 warn!("connection closed: {e}");
             }
             if *stop.borrow() {
@@ -174,71 +174,233 @@ pub async fn serve(
     }
 }
 
+/// Worker threads per connection for a `Parallel` export (the machine
+/// this was measured on has 2 cores; 3 and 4 were no faster).
+const WORKERS: usize = 2;
+
 /// How long shutdown waits for a connection's last replies to be read.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Coalesce replies up to this many bytes while requests are buffered.
 const BATCH: usize = 256 * 1024;
+/// Most requests one worker takes from the buffer at a time: a few, so
+/// replies are coalesced but the other worker still gets work (measured
+/// at 4 KiB QD16: 4 beats 1, 2, 8 and 32).
+const TAKE_MAX: usize = 4;
+/// Reads and writes at least this long end a batch (a read's data goes
+/// out on its own; a write's payload is not held while others wait).
+const BIG: u64 = 64 * 1024;
 
+/// What the workers of one connection share.
+struct Conn<'a> {
+    sock: &'a StdSocket,
+    export: &'a Export,
+    ci: ConnInfo,
+    global: Option<&'a parking_lot::Mutex<()>>,
+    /// The read side: requests are taken under this lock.
+    rd: parking_lot::Mutex<ReadSide>,
+    /// Held while a worker writes its replies.
+    wr: parking_lot::Mutex<()>,
+}
+
+struct ReadSide {
+    buf: BytesMut,
+    /// End of file, DISC, or a protocol violation: take nothing more.
+    end: bool,
+}
+
+/// A request taken from the socket, with its payload or its refusal.
+struct Taken {
+    req: crate::protocol::Request,
+    payload: Option<Vec<u8>>,
+    refused: Option<dispatch::Reply>,
+}
+
+/// Serve the connection with `workers` threads (nbdkit's model: each
+/// takes requests under the read lock, runs them, and writes its replies
+/// under the write lock, so one worker's copy overlaps another's socket
+/// I/O). One worker when the thread model serializes requests.
 fn request_loop(
     sock: &StdSocket,
     export: &Export,
     ci: &ConnInfo,
     global: Option<&parking_lot::Mutex<()>>,
+    workers: usize,
 ) -> io::Result<()> {
-    let ext = ci.mode == ReplyMode::Extended;
-    let mut buf = BytesMut::with_capacity(BATCH);
-    let mut batch = BytesMut::with_capacity(BATCH);
-    let mut big: Vec<u8> = Vec::new();
-    loop {
-        let req = loop {
-            match parse_request(&mut buf, ext) {
-                Ok(Some(req)) => break req,
-                Ok(None) => {
-                    if !batch.is_empty() {
-                        sock.write_all(&batch)?;
-                        batch.clear();
-                    }
-                    if sock.recv_into(&mut buf, BATCH, false)? == 0 {
-                        return Ok(());
-                    }
+    let conn = Conn {
+        sock,
+        export,
+        ci: *ci,
+        global,
+        rd: parking_lot::Mutex::new(ReadSide {
+            buf: BytesMut::with_capacity(BATCH),
+            end: false,
+        }),
+        wr: parking_lot::Mutex::new(()),
+    };
+    std::thread::scope(|scope| {
+        let span = tracing::Span::current();
+        let others: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                let (c, span) = (&conn, span.clone());
+                std::thread::Builder::new()
+                    .name("nbd-conn".into())
+                    .spawn_scoped(scope, move || {
+                        let _e = span.entered();
+                        c.worker()
+                    })
+                    .ok()
+            })
+            .collect();
+        let mut result = conn.worker();
+        for t in others {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+impl Conn<'_> {
+    fn worker(&self) -> io::Result<()> {
+        let r = self.serve();
+        if r.is_err() {
+            // Wake the other workers (blocked in recv or in a write).
+            self.rd_end();
+            self.sock.shutdown_both();
+        }
+        r
+    }
+
+    fn rd_end(&self) {
+        if let Some(mut rd) = self.rd.try_lock() {
+            rd.end = true;
+        }
+    }
+
+    fn serve(&self) -> io::Result<()> {
+        let mut batch = BytesMut::with_capacity(BATCH);
+        let mut big: Vec<u8> = Vec::new();
+        let mut taken: Vec<Taken> = Vec::with_capacity(TAKE_MAX);
+        loop {
+            let more = self.take(&mut taken)?;
+            let mut data = None;
+            for t in taken.drain(..) {
+                if let Some(rep) = t.refused {
+                    batch.extend_from_slice(&rep.head);
+                    continue;
                 }
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.0)),
+                let _g = self.global.map(|l| l.lock());
+                let d = dispatch::execute_into(
+                    self.export,
+                    &t.req,
+                    t.payload,
+                    &self.ci,
+                    &mut batch,
+                    &mut big,
+                );
+                if d.is_some() {
+                    data = d; // only the last request of a batch has data
+                }
             }
-        };
-        if req.typ == CMD_DISC {
-            debug!("client sent DISC");
-            return sock.write_all(&batch);
+            if !batch.is_empty() || data.is_some() {
+                let _w = self.wr.lock();
+                self.sock
+                    .write2(&batch, data.as_deref().unwrap_or_default())?;
+                batch.clear();
+            }
+            if let Some(d) = data {
+                if d.capacity() <= 4 << 20 {
+                    big = d;
+                }
+            }
+            if !more {
+                return Ok(());
+            }
         }
-        let plen = req.payload_len(ext);
-        let valid = dispatch::validate(&req, ci);
-        let payload = if plen == 0 {
-            None
-        } else if plen > MAX_REQUEST_SIZE || valid.is_err() {
-            discard(sock, &mut buf, plen)?;
-            None
+    }
+
+    /// Take requests: at least one (waiting for it), then those already
+    /// buffered with their payloads, up to a big read or write. Ok(false) once nothing more will come.
+    fn take(&self, out: &mut Vec<Taken>) -> io::Result<bool> {
+        let mut rd = self.rd.lock();
+        let ext = self.ci.mode == ReplyMode::Extended;
+        while out.len() < TAKE_MAX && !rd.end {
+            let req = match parse_request(&mut rd.buf, ext) {
+                Ok(Some(req)) => req,
+                Ok(None) if out.is_empty() => {
+                    if self.sock.recv_into(&mut rd.buf, BATCH, false)? == 0 {
+                        rd.end = true;
+                    }
+                    continue;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    rd.end = true;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.0));
+                }
+            };
+            if req.typ == CMD_DISC {
+                debug!("client sent DISC");
+                rd.end = true;
+                break;
+            }
+            let plen = req.payload_len(ext);
+            let valid = dispatch::validate(&req, &self.ci);
+            let payload = if plen == 0 {
+                None
+            } else if plen > MAX_REQUEST_SIZE || valid.is_err() {
+                discard(self.sock, &mut rd.buf, plen)?;
+                None
+            } else {
+                Some(read_payload(self.sock, &mut rd.buf, plen as usize)?)
+            };
+            let refused = dispatch::refusal(&req, valid, &payload, &self.ci);
+            let ends = refused.is_none()
+                && (req.typ == CMD_READ || req.typ == CMD_WRITE)
+                && req.length >= BIG;
+            out.push(Taken {
+                req,
+                payload,
+                refused,
+            });
+            if ends {
+                break;
+            }
+            // A following write is taken only if its payload is here.
+            if !self.next_is_buffered(&rd.buf, ext) {
+                break;
+            }
+        }
+        Ok(!rd.end)
+    }
+
+    /// The next request's header and payload are all in `buf` (or its
+    /// header is not: then it is not taken anyway).
+    fn next_is_buffered(&self, buf: &BytesMut, ext: bool) -> bool {
+        let hlen = if ext { 32 } else { 28 };
+        if buf.len() < hlen {
+            return true;
+        }
+        let flags = u16::from_be_bytes([buf[4], buf[5]]);
+        let typ = u16::from_be_bytes([buf[6], buf[7]]);
+        let len = if ext {
+            u64::from_be_bytes(buf[24..32].try_into().unwrap_or_default())
         } else {
-            Some(read_payload(sock, &mut buf, plen as usize)?)
+            u32::from_be_bytes(buf[24..28].try_into().unwrap_or_default()) as u64
         };
-        if let Some(rep) = dispatch::refusal(&req, valid, &payload, ci) {
-            batch.extend_from_slice(&rep.head);
-            continue;
-        }
-        let data = {
-            let _g = global.map(|l| l.lock());
-            dispatch::execute_into(export, &req, payload, ci, &mut batch, &mut big)
+        let req = crate::protocol::Request {
+            flags,
+            typ,
+            cookie: 0,
+            offset: 0,
+            length: len,
         };
-        if let Some(d) = data {
-            sock.write2(&batch, &d)?;
-            batch.clear();
-            if d.capacity() <= 4 << 20 {
-                big = d;
-            }
-        }
-        if batch.len() >= BATCH {
-            sock.write_all(&batch)?;
-            batch.clear();
-        }
+        (buf.len() as u64) >= hlen as u64 + req.payload_len(ext)
     }
 }
 

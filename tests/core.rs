@@ -255,6 +255,35 @@ fn fio_verify_two_connections() {
     );
 }
 
+/// Big requests on one connection bring in a second worker thread (see
+/// src/server/thread.rs): the data must still come back right.
+#[test]
+fn fio_verify_big_requests_one_connection() {
+    let s = Server::start(&["memory", "size=64M"]);
+    let out = run_ok(
+        "fio",
+        &[
+            "--name=v",
+            "--ioengine=nbd",
+            &format!("--uri={}", s.uri),
+            "--rw=randwrite",
+            "--bsrange=256k-1m",
+            "--iodepth=16",
+            "--size=64M",
+            "--io_size=256M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_state_save=0",
+            "--output-format=json",
+        ],
+    );
+    assert!(out.contains("\"error\" : 0"), "{out}");
+    assert!(
+        !out.contains("verify:"),
+        "fio reported a verify problem: {out}"
+    );
+}
+
 #[test]
 fn file_plugin_reads_writes_and_maps_holes() {
     let dir = tempfile::tempdir().unwrap();

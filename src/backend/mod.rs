@@ -154,6 +154,35 @@ macro_rules! all_capabilities {
 }
 pub(crate) use all_capabilities;
 
+thread_local! {
+    /// The read buffer this thread gave back last (see [`recycle`]).
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `count` bytes for a read that overwrites all of them: the
+/// one this thread last recycled when it is big enough (no allocation, no
+/// zero-fill, no fresh pages from the kernel), else a new one.
+pub fn read_buffer(count: usize) -> Vec<u8> {
+    let mut v = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if v.capacity() < count {
+        return vec![0u8; count];
+    }
+    if v.len() >= count {
+        v.truncate(count);
+    } else {
+        v.resize(count, 0);
+    }
+    v
+}
+
+/// Give a read's buffer back once its data is sent, for the next
+/// [`read_buffer`] on this thread. Buffers over 4 MiB are freed.
+pub fn recycle(v: Vec<u8>) {
+    if v.capacity() <= 4 << 20 {
+        SPARE.with(|s| *s.borrow_mut() = v);
+    }
+}
+
 /// One connection's view of a layer (plugin or filter). Offsets and counts
 /// reaching these methods have been checked against the size by [`Export`].
 pub trait Backend: Send + Sync + 'static {
@@ -248,7 +277,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Layers that produce owned buffers (scripts) override this to avoid a
     /// copy; the server calls this one.
     fn pread_owned(&self, count: u32, offset: u64, flags: u32) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; count as usize];
+        let mut buf = read_buffer(count as usize);
         self.pread(&mut buf, offset, flags)?;
         Ok(buf)
     }
@@ -305,5 +334,27 @@ pub trait Backend: Send + Sync + 'static {
         if let Some(n) = self.next() {
             n.close()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_buffer, recycle};
+
+    #[test]
+    fn read_buffers_are_reused_on_the_same_thread() {
+        recycle(vec![7u8; 100]);
+        let v = read_buffer(50);
+        assert_eq!(v.len(), 50);
+        assert!(v.capacity() >= 100, "the recycled buffer was not reused");
+        recycle(v);
+        let w = read_buffer(80); // grows within the capacity, old bytes kept
+        assert_eq!(w.len(), 80);
+        assert!(w.capacity() >= 100);
+        let big = read_buffer(1000); // nothing recycled: a new zeroed one
+        assert_eq!(big.len(), 1000);
+        assert!(big.iter().all(|&b| b == 0));
+        recycle(vec![0u8; 5 << 20]); // too big to keep
+        assert_eq!(read_buffer(10).capacity(), 10);
     }
 }

@@ -1,7 +1,9 @@
-//! One client connection: handshake, then the request loop. One reader
-//! parses requests; replies go through one writer task that owns the
-//! socket's write half. Requests run inline when the export is cheap and on
-//! the blocking pool when it may block, so replies may be reordered.
+//! One client connection: the handshake, then either a connection thread
+//! (`thread.rs`, for stacks where no layer waits on I/O) or the async
+//! request loop here: one reader parses requests; replies go through one
+//! writer task that owns the socket's write half. Requests run inline when
+//! the export is cheap and on the blocking pool when it may block, so
+//! replies may be reordered.
 
 use super::dispatch::{self, ConnInfo, Reply};
 use super::negotiate::{negotiate, shutdown_requested, Negotiated};

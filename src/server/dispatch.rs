@@ -232,12 +232,17 @@ pub fn execute_into(
             return rep.data;
         }
         let count = req.length as usize;
-        let mut v = std::mem::take(big);
-        if v.len() >= count {
-            v.truncate(count); // every byte is overwritten by the read
+        let mut v = if big.capacity() >= count {
+            let mut v = std::mem::take(big);
+            if v.len() >= count {
+                v.truncate(count); // every byte is overwritten by the read
+            } else {
+                v.resize(count, 0);
+            }
+            v
         } else {
-            v.resize(count, 0);
-        }
+            crate::backend::read_buffer(count)
+        };
         return match export.read_into(&mut v, req.offset) {
             Ok(()) => {
                 match ci.mode {

@@ -1,5 +1,7 @@
 //! The server: listeners (TCP, Unix, stdin, systemd activation), the
-//! handshake, the request loop, captive `--run` and shutdown.
+//! handshake, the two request loops (connection threads with blocking
+//! socket I/O in `thread`, the async loop with a worker pool in
+//! `connection`), captive `--run` and shutdown.
 //! Uses tokio; talks to `protocol` for frames and `backend` for data.
 //! Must not import rhai or any plugin.
 

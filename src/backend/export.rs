@@ -30,6 +30,9 @@ pub struct ExportInfo {
     /// The top layer makes owned read buffers (see
     /// [`Backend::prefers_owned_reads`]).
     pub owned_reads: bool,
+    /// Extents are worth asking for before a big read, to answer its zero
+    /// ranges with OFFSET_HOLE chunks (see [`Backend::cheap_extents`]).
+    pub sparse_reads: bool,
 }
 
 /// One connection's opened chain.
@@ -84,6 +87,7 @@ impl Export {
             blocking: top.is_blocking(),
             waits: top.waits(),
             owned_reads: top.prefers_owned_reads(),
+            sparse_reads: top.cheap_extents(),
         };
         Ok(Export {
             top,

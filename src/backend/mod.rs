@@ -266,6 +266,13 @@ pub trait Backend: Send + Sync + 'static {
         )
     }
 
+    /// False when asking for extents costs about as much as a read (a
+    /// script's `extents`): the server then does not probe for holes
+    /// before every big read (OFFSET_HOLE replies are optional).
+    fn cheap_extents(&self) -> bool {
+        pass!(self, cheap_extents(), true)
+    }
+
     /// True when `pread_owned` makes its buffer anyway (scripts return a
     /// Blob): the server then asks for it rather than for a copy. A hint;
     /// both calls give the same bytes.

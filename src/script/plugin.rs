@@ -355,6 +355,9 @@ impl Backend for Layer {
     fn prefers_owned_reads(&self) -> bool {
         true
     }
+    fn cheap_extents(&self) -> bool {
+        !self.code().has(Cb::Extents) && self.next.as_ref().is_none_or(|n| n.cheap_extents())
+    }
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
         let count = u32::try_from(buf.len()).map_err(|_| BackendError::inval("read too large"))?;
         let v = self.pread_owned(count, offset, flags)?;

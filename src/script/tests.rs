@@ -46,6 +46,7 @@ fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
     assert_eq!(c.get_size().unwrap(), 65536);
     assert!(c.can_write().unwrap());
     assert!(!c.can_trim().unwrap());
+    assert!(c.cheap_extents(), "no extents function: nothing to call");
     c.pwrite_owned(vec![7u8; 512], 1024, 0).unwrap();
     let b = c.pread_owned(1024, 512, 0).unwrap();
     assert_eq!(&b[..512], &[0u8; 512][..]);
@@ -143,6 +144,9 @@ fn can_cache(h) { "emulate" }
     assert_eq!(c.block_size().unwrap().unwrap().preferred, 4096);
     assert_eq!(c.export_description().unwrap().as_deref(), Some("hello"));
     assert!(c.is_blocking());
+    assert!(!c.waits(), "a script only computes");
+    assert!(c.prefers_owned_reads());
+    assert!(!c.cheap_extents(), "a script's extents cost a call");
     assert_eq!(
         c.thread_model(),
         crate::backend::ThreadModel::SerializeAllRequests

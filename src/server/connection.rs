@@ -66,7 +66,7 @@ const SCRIPT_INLINE_MAX: u64 = 32 * 1024;
 
 /// Replies smaller than this are copied into the batch of replies; larger
 /// ones go out with it in one writev.
-const COALESCE: usize = 16 * 1024;
+const COALESCE: usize = 64 * 1024;
 
 /// Reply bytes (estimated from the request) one connection may have in
 /// flight on the worker pool or queued for the writer. When they are used

@@ -220,7 +220,11 @@ pub fn execute_into(
 ) -> Option<Vec<u8>> {
     if req.typ == CMD_READ && req.length >= SPARSE_READ_MIN as u64 {
         let df = req.flags & CMD_FLAG_DF != 0;
-        if ci.mode != ReplyMode::Simple && !df && export.info().can_extents {
+        if ci.mode != ReplyMode::Simple
+            && !df
+            && export.info().sparse_reads
+            && export.info().can_extents
+        {
             if let Some(r) = sparse_read(export, req, ci) {
                 out.extend_from_slice(&r.head);
                 return None;
@@ -284,7 +288,11 @@ pub fn execute_into(
 fn read(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
     let count = req.length as u32;
     let df = req.flags & CMD_FLAG_DF != 0;
-    if ci.mode != ReplyMode::Simple && !df && count >= SPARSE_READ_MIN && export.info().can_extents
+    if ci.mode != ReplyMode::Simple
+        && !df
+        && count >= SPARSE_READ_MIN
+        && export.info().sparse_reads
+        && export.info().can_extents
     {
         if let Some(r) = sparse_read(export, req, ci) {
             return r;

@@ -227,27 +227,25 @@ fn qemu_img_and_qemu_io() {
     );
 }
 
-#[test]
-fn fio_verify_two_connections() {
-    let s = Server::start(&["memory", "size=64M"]);
-    let out = run_ok(
-        "fio",
-        &[
-            "--name=v",
-            "--ioengine=nbd",
-            &format!("--uri={}", s.uri),
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--size=16M",
-            "--numjobs=2",
-            "--offset_increment=16M",
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--verify_state_save=0",
-            "--output-format=json",
-        ],
-    );
+/// Random writes with fio, then fio reads them back and checks crc32c.
+fn fio_verify(args: &[&str], job: &[&str]) {
+    let s = Server::start(args);
+    let uri = format!("--uri={}", s.uri);
+    let mut all = vec![
+        "--name=v",
+        "--ioengine=nbd",
+        &uri,
+        "--rw=randwrite",
+        "--iodepth=16",
+    ];
+    all.extend_from_slice(job);
+    all.extend_from_slice(&[
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--verify_state_save=0",
+        "--output-format=json",
+    ]);
+    let out = run_ok("fio", &all);
     assert!(out.contains("\"error\" : 0"), "{out}");
     assert!(
         !out.contains("verify:"),
@@ -255,32 +253,26 @@ fn fio_verify_two_connections() {
     );
 }
 
+#[test]
+fn fio_verify_two_connections() {
+    fio_verify(
+        &["memory", "size=64M"],
+        &[
+            "--bs=4k",
+            "--size=16M",
+            "--numjobs=2",
+            "--offset_increment=16M",
+        ],
+    );
+}
+
 /// Big requests on one connection bring in a second worker thread (see
 /// src/server/thread.rs): the data must still come back right.
 #[test]
 fn fio_verify_big_requests_one_connection() {
-    let s = Server::start(&["memory", "size=64M"]);
-    let out = run_ok(
-        "fio",
-        &[
-            "--name=v",
-            "--ioengine=nbd",
-            &format!("--uri={}", s.uri),
-            "--rw=randwrite",
-            "--bsrange=256k-1m",
-            "--iodepth=16",
-            "--size=64M",
-            "--io_size=256M",
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--verify_state_save=0",
-            "--output-format=json",
-        ],
-    );
-    assert!(out.contains("\"error\" : 0"), "{out}");
-    assert!(
-        !out.contains("verify:"),
-        "fio reported a verify problem: {out}"
+    fio_verify(
+        &["memory", "size=64M"],
+        &["--bsrange=256k-1m", "--size=64M", "--io_size=256M"],
     );
 }
 

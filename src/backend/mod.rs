@@ -154,6 +154,18 @@ macro_rules! all_capabilities {
 }
 pub(crate) use all_capabilities;
 
+/// EINVAL unless `[offset, offset+count)` lies within `size` bytes: the
+/// guard a plugin that serves a remote source puts before a read.
+pub fn check_read(layer: &str, count: u64, offset: u64, size: u64) -> Result<()> {
+    match offset.checked_add(count) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BackendError::new(
+            Errno::Inval,
+            format!("{layer}: read at {offset}+{count} beyond the end"),
+        )),
+    }
+}
+
 thread_local! {
     /// The read buffer this thread gave back last (see [`recycle`]).
     static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

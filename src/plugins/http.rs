@@ -453,13 +453,7 @@ impl Backend for HttpHandle {
         Ok(CacheMode::None)
     }
     fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.inner.size) {
-            return Err(BackendError::new(
-                Errno::Inval,
-                format!("http: read at {offset}+{} beyond the end", buf.len()),
-            ));
-        }
+        crate::backend::check_read("http", buf.len() as u64, offset, self.inner.size)?;
         self.inner.client.read(&self.inner.url, buf, offset)
     }
     fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: u32) -> Result<()> {

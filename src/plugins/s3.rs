@@ -354,12 +354,7 @@ impl Backend for S3Handle {
         Ok(())
     }
     fn pread_owned(&self, count: u32, offset: u64, _flags: u32) -> Result<Vec<u8>> {
-        let end = offset.checked_add(count as u64);
-        if end.is_none_or(|e| e > self.inner.size) {
-            return Err(BackendError::inval(format!(
-                "s3: read at {offset}+{count} beyond the end"
-            )));
-        }
+        crate::backend::check_read("s3", count as u64, offset, self.inner.size)?;
         let st = self.inner.store.clone();
         self.inner.rt.run(st.read(count as u64, offset))
     }

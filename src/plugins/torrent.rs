@@ -219,13 +219,7 @@ impl Backend for TorrentHandle {
         Ok(CacheMode::Emulate)
     }
     fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.engine.size) {
-            return Err(BackendError::new(
-                Errno::Inval,
-                format!("torrent: read at {offset}+{} beyond the end", buf.len()),
-            ));
-        }
+        crate::backend::check_read("torrent", buf.len() as u64, offset, self.engine.size)?;
         if buf.is_empty() {
             return Ok(());
         }

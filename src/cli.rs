@@ -50,7 +50,7 @@ pub struct Args {
     /// Write the PID to FILE once the socket accepts connections.
     #[arg(short = 'P', long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-    /// Worker threads for blocking plugin calls (default 16).
+    /// Most threads per connection for plugins that wait on I/O (default 16).
     #[arg(short = 't', long = "threads", value_name = "N")]
     pub threads: Option<usize>,
     /// Log to stderr (debug level); RUST_LOG overrides.

@@ -187,6 +187,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             readonly: config.readonly,
             export_name: config.export_name.clone(),
             extended_headers: config.extended_headers,
+            threads: config.threads,
         },
         global_lock: Arc::new(parking_lot::Mutex::new(())),
     });

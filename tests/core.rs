@@ -536,3 +536,32 @@ fn hexdump_window_takes_hex_and_sizes() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--hexdump=zz"));
 }
+
+/// Requests to an export that waits (here the delay filter) overlap on one
+/// connection: connection threads are added while all are busy, up to
+/// `--threads`. With `--threads=1` they run one after another.
+#[test]
+fn waiting_requests_overlap_up_to_threads() {
+    let script = "import time
+h.pwrite(bytes(range(256)) * 16 * 6, 0)
+t = time.monotonic()
+bufs = [nbd.Buffer(4096) for i in range(6)]
+cmds = [h.aio_pread(bufs[i], i * 4096) for i in range(6)]
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+assert all(bytes(b.to_bytearray()) == bytes(range(256)) * 16 for b in bufs)
+print(time.monotonic() - t)";
+    let args = ["--filter=delay", "memory", "size=1M", "delay-read=250ms"];
+    let par = Server::start(&args);
+    let t: f64 = par.nbdsh(script).trim().parse().unwrap();
+    assert!(t >= 0.25, "6 reads delayed 250ms each took {t}s");
+    assert!(t < 1.0, "6 parallel reads delayed 250ms each took {t}s");
+    let mut one = vec!["--threads=1"];
+    one.extend(args);
+    let ser = Server::start(&one);
+    let t: f64 = ser.nbdsh(script).trim().parse().unwrap();
+    assert!(
+        t >= 1.5,
+        "with --threads=1, 6 reads delayed 250ms took only {t}s"
+    );
+}

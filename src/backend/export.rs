@@ -108,11 +108,10 @@ impl Export {
         self.info.blocking
     }
 
-    /// True when the connection is best served by a thread of its own with
-    /// blocking socket I/O, one request after another (as nbdkit): no
-    /// layer waits on I/O or a timer, so nothing gains from overlapping
-    /// requests. Measured against the async loop: the same at 4 KiB, 1.5x
-    /// at 1 MiB, and no pool hand-off for script calls.
+    /// True when one connection thread, running requests one after
+    /// another, serves this export best: no layer waits on I/O or a timer,
+    /// so nothing gains from overlapping requests. Otherwise requests get
+    /// a pool of connection threads so they overlap.
     pub fn wants_own_thread(&self) -> bool {
         !self.info.waits
     }

@@ -1,9 +1,9 @@
-//! One client connection: the handshake, then either a connection thread
-//! (`thread.rs`, for stacks where no layer waits on I/O) or the async
-//! request loop here: one reader parses requests; replies go through one
-//! writer task that owns the socket's write half. Requests run inline when
-//! the export is cheap and on the blocking pool when it may block, so
-//! replies may be reordered.
+//! One client connection: the handshake, then connection threads for a
+//! socket (`thread.rs`), or, for `-s` (stdin and stdout, two descriptors),
+//! the async request loop here: one reader parses requests; replies go
+//! through one writer task that owns the write half. Requests run inline
+//! when the export is cheap and on the blocking pool when it may block,
+//! so replies may be reordered.
 
 use super::dispatch::{self, ConnInfo, Reply};
 use super::negotiate::{negotiate, shutdown_requested, Negotiated};
@@ -92,9 +92,8 @@ pub enum Socket {
     Tcp(tokio::net::TcpStream),
 }
 
-/// Serve one accepted socket: the handshake, then the async request loop,
-/// or a connection thread when the export wants one
-/// ([`Export::wants_own_thread`]).
+/// Serve one accepted socket: the handshake, then connection threads
+/// (`thread.rs`).
 pub async fn serve_socket(
     mut sock: Socket,
     shared: Arc<Shared>,
@@ -111,19 +110,7 @@ pub async fn serve_socket(
         }
     };
     let Some(neg) = neg else { return };
-    if neg.export.wants_own_thread() {
-        return super::thread::serve(sock, neg, shared, shutdown).await;
-    }
-    match sock {
-        Socket::Unix(s) => {
-            let (r, w) = s.into_split();
-            transmission(r, w, neg, shared, shutdown).await
-        }
-        Socket::Tcp(s) => {
-            let (r, w) = s.into_split();
-            transmission(r, w, neg, shared, shutdown).await
-        }
-    }
+    super::thread::serve(sock, neg, shared, shutdown).await
 }
 
 /// Serve one connection until the client disconnects or the server shuts

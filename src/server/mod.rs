@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub export_name: String,
     /// Offer NBD_OPT_EXTENDED_HEADERS.
     pub extended_headers: bool,
+    /// `--threads`: most worker threads per connection for exports whose
+    /// calls wait on I/O or a timer (nbdkit's threads per connection).
+    pub threads: usize,
 }
 
 /// Shared per-process state.

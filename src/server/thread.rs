@@ -1,9 +1,12 @@
-//! A connection served by a thread of its own, with blocking socket I/O,
-//! for every export where no layer waits on I/O or a timer (RAM disks,
-//! data, scripts, zstd): no reactor round trip and no hand-off to a pool
-//! per request. Requests run one after another, as in an nbdkit
-//! connection thread; replies are coalesced while more requests are
-//! already buffered, and a read's data goes out with them in one writev.
+//! A connection served by threads of its own, with blocking socket I/O,
+//! as nbdkit serves one: no reactor round trip and no hand-off to a pool
+//! per request. Where no layer waits on I/O or a timer (RAM disks, data,
+//! scripts, zstd) one worker runs the requests one after another, with a
+//! helper while big requests come; replies are coalesced while more
+//! requests are already buffered, and a read's data goes out with them in
+//! one writev. Where a layer waits (file, http, s3, torrent, xz, delay),
+//! workers are added while every one is busy, up to `--threads`, so
+//! requests overlap as in nbdkit's parallel thread model.
 //! Uses `dispatch` for requests and `protocol` for frames; the only tokio
 //! here is the async wrapper that waits for the thread or for shutdown.
 
@@ -142,11 +145,13 @@ pub async fn serve(
             let export = neg.export;
             let global = (export.top().thread_model() == ThreadModel::SerializeAllRequests)
                 .then_some(&*shared.global_lock);
-            let workers = match export.top().thread_model() {
-                ThreadModel::Parallel => WORKERS,
-                _ => 1,
+            let parallel = export.top().thread_model() == ThreadModel::Parallel;
+            let mode = match (parallel, export.wants_own_thread()) {
+                (false, _) => Mode::One,
+                (true, true) => Mode::Helper,
+                (true, false) => Mode::Pool(shared.config.threads.max(1)),
             };
-            if let Err(e) = request_loop(&s2, &export, &ci, global, workers) {
+            if let Err(e) = request_loop(&s2, &export, &ci, global, mode) {
                 warn!("connection closed: {e}");
             }
             if *stop.borrow() {
@@ -175,12 +180,11 @@ pub async fn serve(
     }
 }
 
-/// Most worker threads per connection for a `Parallel` export: one, and a
-/// helper while big requests come and a core is free (measured on 2
-/// cores: a second worker gains 1.05-1.25x at 1 MiB with one connection,
-/// but costs 5% at 4 KiB, and up to 40% with two busy connections).
-const WORKERS: usize = 2;
-/// Requests at least this long call for a helper.
+/// Requests at least this long call for a helper in `Mode::Helper` (one
+/// worker, and a second one only while big requests come and a core is
+/// free; measured on 2 cores: a second worker gains 1.05-1.25x at 1 MiB
+/// with one connection, but costs 5% at 4 KiB, and up to 40% with two
+/// busy connections).
 const HELP_MIN: u64 = 256 * 1024;
 
 /// How long shutdown waits for a connection's last replies to be read.
@@ -196,6 +200,19 @@ const TAKE_MAX: usize = 4;
 /// out on its own; a write's payload is not held while others wait).
 const BIG: u64 = 64 * 1024;
 
+/// How many workers serve one connection.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// One worker: the thread model serializes requests.
+    One,
+    /// One worker, and a helper while big requests come (calls that never
+    /// wait: a second worker only helps when copies are long).
+    Helper,
+    /// Calls wait on I/O or a timer: a worker is added whenever all are
+    /// busy, up to this many; each takes one request at a time.
+    Pool(usize),
+}
+
 /// What the workers of one connection share.
 struct Conn<'a> {
     sock: &'a StdSocket,
@@ -206,10 +223,12 @@ struct Conn<'a> {
     rd: parking_lot::Mutex<ReadSide>,
     /// Held while a worker writes its replies.
     wr: parking_lot::Mutex<()>,
-    /// The export lets two workers run this connection's requests.
-    may_help: bool,
+    mode: Mode,
     /// A helper worker is running.
     helping: AtomicBool,
+    /// Pool mode: workers running, and those waiting for a request.
+    workers: AtomicUsize,
+    idle: AtomicUsize,
 }
 
 struct ReadSide {
@@ -225,16 +244,16 @@ struct Taken {
     refused: Option<dispatch::Reply>,
 }
 
-/// Serve the connection with `workers` threads (nbdkit's model: each
-/// takes requests under the read lock, runs them, and writes its replies
-/// under the write lock, so one worker's copy overlaps another's socket
-/// I/O). One worker when the thread model serializes requests.
+/// Serve the connection with the workers `mode` allows (nbdkit's model:
+/// each takes requests under the read lock, runs them, and writes its
+/// replies under the write lock, so one worker's call overlaps another's
+/// socket I/O).
 fn request_loop(
     sock: &StdSocket,
     export: &Export,
     ci: &ConnInfo,
     global: Option<&parking_lot::Mutex<()>>,
-    workers: usize,
+    mode: Mode,
 ) -> io::Result<()> {
     let conn = Conn {
         sock,
@@ -246,12 +265,20 @@ fn request_loop(
             end: false,
         }),
         wr: parking_lot::Mutex::new(()),
-        may_help: workers > 1,
+        mode,
         helping: AtomicBool::new(false),
+        workers: AtomicUsize::new(1),
+        idle: AtomicUsize::new(0),
     };
-    ACTIVE.fetch_add(1, SeqCst);
+    // Pool workers mostly wait, so they do not count as busy cores.
+    let counted = !matches!(mode, Mode::Pool(_));
+    if counted {
+        ACTIVE.fetch_add(1, SeqCst);
+    }
     let r = std::thread::scope(|scope| conn.worker(scope, true));
-    ACTIVE.fetch_sub(1, SeqCst);
+    if counted {
+        ACTIVE.fetch_sub(1, SeqCst);
+    }
     r
 }
 
@@ -290,7 +317,10 @@ impl<'env> Conn<'env> {
     /// Start a helper if a big request came, this connection has none,
     /// and a core is free.
     fn maybe_help<'scope>(&'scope self, scope: &'scope std::thread::Scope<'scope, 'env>) {
-        if !self.may_help || ACTIVE.load(SeqCst) >= cores() || self.helping.swap(true, SeqCst) {
+        if self.mode != Mode::Helper
+            || ACTIVE.load(SeqCst) >= cores()
+            || self.helping.swap(true, SeqCst)
+        {
             return;
         }
         ACTIVE.fetch_add(1, SeqCst);
@@ -309,6 +339,30 @@ impl<'env> Conn<'env> {
         }
     }
 
+    /// Pool mode: add a worker when none is waiting for a request, so the
+    /// next one is read while this one waits on its call.
+    fn maybe_add<'scope>(&'scope self, scope: &'scope std::thread::Scope<'scope, 'env>) {
+        let Mode::Pool(max) = self.mode else { return };
+        if self.idle.load(SeqCst) > 0 {
+            return;
+        }
+        let n = self.workers.fetch_add(1, SeqCst);
+        if n >= max {
+            self.workers.fetch_sub(1, SeqCst);
+            return;
+        }
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new()
+            .name("nbd-conn".into())
+            .spawn_scoped(scope, move || {
+                let _e = span.entered();
+                let _ = self.worker(scope, false);
+            });
+        if spawned.is_err() {
+            self.workers.fetch_sub(1, SeqCst);
+        }
+    }
+
     fn rd_end(&self) {
         if let Some(mut rd) = self.rd.try_lock() {
             rd.end = true;
@@ -320,7 +374,8 @@ impl<'env> Conn<'env> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         primary: bool,
     ) -> io::Result<()> {
-        let mut batch = BytesMut::with_capacity(BATCH);
+        let pool = matches!(self.mode, Mode::Pool(_));
+        let mut batch = BytesMut::with_capacity(if pool { 4096 } else { BATCH });
         let mut big: Vec<u8> = Vec::new();
         let mut taken: Vec<Taken> = Vec::with_capacity(TAKE_MAX);
         let mut idle = 0;
@@ -329,6 +384,9 @@ impl<'env> Conn<'env> {
             let busy = taken.last().is_some_and(|t| t.req.length >= HELP_MIN);
             if primary && busy && more {
                 self.maybe_help(scope);
+            }
+            if more && !taken.is_empty() {
+                self.maybe_add(scope);
             }
             idle = if busy { 0 } else { idle + 1 };
             let mut data = None;
@@ -362,7 +420,7 @@ impl<'env> Conn<'env> {
             if !more {
                 return Ok(());
             }
-            if !primary && (idle >= HELPER_IDLE || ACTIVE.load(SeqCst) > cores()) {
+            if !primary && !pool && (idle >= HELPER_IDLE || ACTIVE.load(SeqCst) > cores()) {
                 return Ok(());
             }
         }
@@ -371,9 +429,21 @@ impl<'env> Conn<'env> {
     /// Take requests: at least one (waiting for it), then those already
     /// buffered with their payloads, up to a big read or write. Ok(false) once nothing more will come.
     fn take(&self, out: &mut Vec<Taken>) -> io::Result<bool> {
+        self.idle.fetch_add(1, SeqCst);
+        let r = self.take_locked(out);
+        self.idle.fetch_sub(1, SeqCst);
+        r
+    }
+
+    fn take_locked(&self, out: &mut Vec<Taken>) -> io::Result<bool> {
         let mut rd = self.rd.lock();
         let ext = self.ci.mode == ReplyMode::Extended;
-        while out.len() < TAKE_MAX && !rd.end {
+        let max = if matches!(self.mode, Mode::Pool(_)) {
+            1
+        } else {
+            TAKE_MAX
+        };
+        while out.len() < max && !rd.end {
             let req = match parse_request(&mut rd.buf, ext) {
                 Ok(Some(req)) => req,
                 Ok(None) if out.is_empty() => {

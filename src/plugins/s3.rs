@@ -9,9 +9,12 @@
 //!   deletes them, and so does zero unless the client said NO_HOLE;
 //!   extents report missing objects as holes.
 //!
-//! Credentials and settings come from the environment as the AWS tools read
-//! them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-//! `AWS_REGION`, `AWS_ENDPOINT_URL`, ...) unless given as parameters.
+//! Credentials and settings come as the AWS tools read them: parameters,
+//! then the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), then the
+//! profile (`profile=` or `AWS_PROFILE`, else `default`) in
+//! `~/.aws/credentials` and `~/.aws/config` (`profile.rs`); `profile=`
+//! wins over keys in the environment, as `aws --profile` does.
 //! This module owns parameter handling and the `Backend`; `store` owns the
 //! runtime and the object requests. May use `backend`, `params`, the http
 //! plugin's credential reader; must not import rhai or `server`.
@@ -28,6 +31,7 @@ use object_store::{ClientConfigKey, RetryConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod profile;
 mod store;
 
 use store::{Runtime, Store};
@@ -52,6 +56,10 @@ pub const DEF: PluginDef = PluginDef {
         ),
         ("secret-key", "secret access key (default AWS_SECRET_ACCESS_KEY); same forms"),
         ("session-token", "session token (default AWS_SESSION_TOKEN); same forms"),
+        (
+            "profile",
+            "the profile in ~/.aws/credentials and ~/.aws/config (default AWS_PROFILE, else default)",
+        ),
         ("size", "the disk size in object mode (a multiple of object-size=)"),
         (
             "object-size",
@@ -161,12 +169,16 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
             max_retries: 3,
             retry_timeout: Duration::from_secs(timeout.max(10)),
         });
+    let prof = profile::load(p.get("profile")).map_err(cfg)?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let endpoint = p
         .get("endpoint")
         .or_else(|| p.get("endpoint-url"))
         .map(str::to_string)
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .or_else(|| env("AWS_ENDPOINT"))
+        .or_else(|| prof.endpoint_url.clone());
     if let Some(e) = &endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
             return Err(cfg(format!(
@@ -177,10 +189,41 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
             .with_endpoint(e.trim_end_matches('/'))
             .with_allow_http(e.starts_with("http://"));
     }
-    if let Some(r) = p.get("region") {
+    let region = p
+        .get("region")
+        .map(str::to_string)
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| prof.region.clone());
+    if let Some(r) = region {
         b = b.with_region(r);
     }
-    if let Some(v) = secret(p, "access-key")? {
+    // Keys: parameters, then profile= (as `aws --profile`), then the
+    // environment, then AWS_PROFILE or the default profile.
+    let param_key = secret(p, "access-key")?;
+    let use_profile = prof.access_key.is_some()
+        && param_key.is_none()
+        && (p.get("profile").is_some() || env("AWS_ACCESS_KEY_ID").is_none());
+    let creds = if param_key.is_some() {
+        "parameters".to_string()
+    } else if use_profile {
+        prof.source.clone().unwrap_or_default()
+    } else if env("AWS_ACCESS_KEY_ID").is_some() {
+        "environment".to_string()
+    } else {
+        "none found (the instance metadata service is asked)".to_string()
+    };
+    if use_profile {
+        // The profile's keys and token only (an environment token belongs
+        // to the environment's keys).
+        let cred = object_store::aws::AwsCredential {
+            key_id: prof.access_key.clone().unwrap_or_default(),
+            secret_key: prof.secret_key.clone().unwrap_or_default(),
+            token: prof.session_token.clone(),
+        };
+        b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(cred)));
+    }
+    if let Some(v) = param_key {
         b = b.with_access_key_id(v);
     }
     if let Some(v) = secret(p, "secret-key")? {
@@ -235,6 +278,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
             store,
             size,
             url,
+            creds,
         }),
     }))
 }
@@ -244,6 +288,8 @@ struct Shared {
     store: Arc<Store>,
     size: u64,
     url: String,
+    /// Where the keys came from (never the keys), for `--dump-plugin`.
+    creds: String,
 }
 
 impl Shared {
@@ -270,6 +316,7 @@ impl Plugin for S3Plugin {
         let mut v = vec![
             ("url".into(), self.inner.url.clone()),
             ("size".into(), self.inner.size.to_string()),
+            ("credentials".into(), self.inner.creds.clone()),
         ];
         if let Some(o) = self.inner.store.object_size {
             v.push(("object-size".into(), o.to_string()));

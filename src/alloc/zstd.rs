@@ -630,7 +630,7 @@ impl Allocator for Zstd {
         let raw = c.raw_pages.load(Relaxed);
         format!(
             "zstd: {} pages stored ({} compressed into {} bytes, {} uncompressed in cache), \
-             compression ratio {:.2}",
+             compression ratio {:.3}",
             packed + raw,
             packed,
             c.packed_bytes.load(Relaxed),

@@ -116,8 +116,7 @@ impl Server {
 
     /// nbdsh with extra options (e.g. `--base-allocation`), raw output.
     pub fn nbdsh_output(&self, opts: &[&str], script: &str) -> Output {
-        Command::new("nbdsh")
-            .env("PATH", sys_path())
+        client("nbdsh")
             .args(opts)
             .arg("-u")
             .arg(&self.uri)
@@ -161,10 +160,21 @@ impl Drop for Server {
     }
 }
 
+/// Seconds a client may run before it is killed (exit status 124), so a
+/// hung client fails its test instead of stalling the whole run.
+const CLIENT_TIMEOUT: &str = "180";
+
+/// `prog` under coreutils `timeout`, with /usr/bin first on PATH.
+pub fn client(prog: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.env("PATH", sys_path())
+        .args(["-k", "5", CLIENT_TIMEOUT, prog]);
+    c
+}
+
 /// Run a program with /usr/bin first on PATH; returns its output.
 pub fn run(prog: &str, args: &[&str]) -> Output {
-    Command::new(prog)
-        .env("PATH", sys_path())
+    client(prog)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
@@ -184,12 +194,7 @@ pub fn run_ok(prog: &str, args: &[&str]) -> String {
 
 /// Run `sh -c SCRIPT`; returns the output.
 pub fn sh(script: &str) -> Output {
-    Command::new("sh")
-        .env("PATH", sys_path())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("run sh")
+    client("sh").arg("-c").arg(script).output().expect("run sh")
 }
 
 /// Read the whole export (or `len` bytes from 0) with nbdcopy / nbdsh.

@@ -112,6 +112,7 @@ impl Filter for XzFilter {
             size,
             depth: self.max_depth,
             cache: Mutex::new(VecDeque::new()),
+            spare: Mutex::new(Vec::new()),
         }))
     }
 
@@ -121,6 +122,17 @@ impl Filter for XzFilter {
             ("xz-max-depth".into(), self.max_depth.to_string()),
         ]
     }
+}
+
+/// Buffers kept for reuse are at most this big (so 16 threads of a
+/// connection keep at most 64 MiB of compressed-block buffers) ...
+const KEEP_MAX: usize = 4 << 20;
+/// ... and at most this many decoded blocks are kept spare per connection.
+const SPARE_MAX: usize = 4;
+
+thread_local! {
+    /// The compressed bytes of the block being decoded on this thread.
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A cached block: filled once by whichever request decodes it first.
@@ -134,6 +146,9 @@ struct XzHandle {
     depth: usize,
     /// Most recently used first: `(block index, slot)`.
     cache: Mutex<VecDeque<(usize, Slot)>>,
+    /// Buffers of evicted blocks no request still holds, for the next
+    /// decode: no fresh pages to fault in and no zero-fill per miss.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl XzHandle {
@@ -157,7 +172,10 @@ impl XzHandle {
                 None => Slot::default(),
             };
             c.push_front((i, slot.clone()));
-            c.truncate(self.depth);
+            let keep = self.depth.min(c.len());
+            let evicted: Vec<Slot> = c.drain(keep..).map(|(_, s)| s).collect();
+            drop(c);
+            self.recycle(evicted);
             slot
         };
         let r = slot.get_or_init(|| self.decode(i)).clone();
@@ -169,14 +187,40 @@ impl XzHandle {
         r
     }
 
+    /// Keep the buffers of evicted blocks that no request holds any more.
+    fn recycle(&self, evicted: Vec<Slot>) {
+        for s in evicted {
+            let Ok(lock) = Arc::try_unwrap(s) else {
+                continue;
+            };
+            if let Some(Ok(data)) = lock.into_inner() {
+                if let Ok(v) = Arc::try_unwrap(data) {
+                    let mut sp = self.spare.lock();
+                    if sp.len() < SPARE_MAX && v.capacity() <= KEEP_MAX {
+                        sp.push(v);
+                    }
+                }
+            }
+        }
+    }
+
     fn decode(&self, i: usize) -> Result<Arc<Vec<u8>>> {
         let b = &self.blocks[i];
         let len = usize::try_from(b.total())
             .map_err(|_| BackendError::io("xz: block too large for this machine"))?;
-        let mut raw = vec![0u8; len];
-        self.next.pread(&mut raw, b.coffset, 0)?;
-        let data =
-            format::decode_block(b, &raw).map_err(|e| BackendError::io(format!("xz: {e}")))?;
+        let out = self.spare.lock().pop().unwrap_or_default();
+        let data = RAW.with(|r| {
+            let mut raw = r.borrow_mut();
+            // Only growth is zero-filled; the buffer is kept per thread.
+            raw.resize(len, 0);
+            self.next.pread(&mut raw[..len], b.coffset, 0)?;
+            let data = format::decode_block(b, &raw[..len], out)
+                .map_err(|e| BackendError::io(format!("xz: {e}")));
+            if raw.capacity() > KEEP_MAX {
+                *raw = Vec::new(); // do not keep a big block's buffer
+            }
+            data
+        })?;
         Ok(Arc::new(data))
     }
 }

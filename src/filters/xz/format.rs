@@ -272,8 +272,9 @@ impl Block {
 }
 
 /// Decode one block from its raw bytes (`b.total()` bytes read from
-/// `coffset`): verify the header and the check, return `usize` bytes.
-pub fn decode_block(b: &Block, raw: &[u8]) -> FmtResult<Vec<u8>> {
+/// `coffset`): verify the header and the check, return `usize` bytes in
+/// `out` (a recycled buffer: its contents are replaced, never zero-filled).
+pub fn decode_block(b: &Block, raw: &[u8], mut out: Vec<u8>) -> FmtResult<Vec<u8>> {
     let hsize = (usize::from(*raw.first().ok_or("empty block")?) + 1) * 4;
     let csize = check_size(b.check) as usize;
     let unpadded = usize::try_from(b.unpadded).map_err(|_| "block too large")?;
@@ -283,10 +284,12 @@ pub fn decode_block(b: &Block, raw: &[u8]) -> FmtResult<Vec<u8>> {
     let filters = block_filters(&raw[..hsize])?;
     let data = &raw[hsize..unpadded - csize];
     let usize = usize::try_from(b.usize).map_err(|_| "block too large for this machine")?;
-    let mut out = vec![0u8; usize];
+    out.clear();
+    out.reserve_exact(usize);
     let (mut in_pos, mut out_pos) = (0usize, 0usize);
-    // SAFETY: the filter chain is terminated; the slices are valid for the
-    // given lengths and liblzma never writes past out_size.
+    // SAFETY: the filter chain is terminated; the input slice is valid for
+    // its length, `out` has capacity for `usize` bytes, and liblzma never
+    // writes past out_size; set_len below covers only what it wrote.
     let r = unsafe {
         lz::lzma_raw_buffer_decode(
             filters.0.as_ptr(),
@@ -296,9 +299,11 @@ pub fn decode_block(b: &Block, raw: &[u8]) -> FmtResult<Vec<u8>> {
             data.len(),
             out.as_mut_ptr(),
             &mut out_pos,
-            out.len(),
+            usize,
         )
     };
+    // SAFETY: liblzma initialized the first out_pos <= usize bytes.
+    unsafe { out.set_len(out_pos.min(usize)) };
     if r != lz::LZMA_OK || out_pos != usize {
         return Err(format!(
             "block at offset {} does not decompress (liblzma error {r}): the file is damaged",

@@ -190,3 +190,37 @@ fn parallel_reads_of_one_block_decode_it_once() {
     let read = next.read.load(Ordering::Relaxed) - before;
     assert!(read < 300 * 1024, "one block read once, not {read} bytes");
 }
+
+/// Evicted blocks' buffers are reused for later decodes (of blocks of
+/// other sizes too): every read still returns its own bytes, from threads
+/// reading at once.
+#[test]
+fn recycled_buffers_never_leak_old_bytes() {
+    // 40 KiB blocks, and a short last block.
+    let data = sample(1_000_000);
+    let (_next, h) = open(xz(&data, &["--block-size=40KiB"]), 512 << 20, 1);
+    let h = h.expect("open");
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (h, data) = (&h, &data);
+            s.spawn(move || {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..300 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = (x % (data.len() as u64 - 3000)) as usize;
+                    let len = 1 + (x >> 40) as usize % 3000;
+                    let mut b = vec![0u8; len];
+                    h.pread(&mut b, off as u64, 0).unwrap();
+                    assert!(b[..] == data[off..off + len], "at {off}+{len}");
+                }
+            });
+        }
+    });
+    // The last, short block after a full-size one.
+    let mut b = vec![0u8; 100];
+    h.pread(&mut b, 0, 0).unwrap();
+    h.pread(&mut b, data.len() as u64 - 100, 0).unwrap();
+    assert!(b[..] == data[data.len() - 100..]);
+}

@@ -565,3 +565,55 @@ print(time.monotonic() - t)";
         "with --threads=1, 6 reads delayed 250ms took only {t}s"
     );
 }
+
+/// `-s` over pipes (not a socket) takes the async loop: a raw client on
+/// the server's stdin and stdout, with reads through the delay filter that
+/// overlap and bytes that match what was written.
+#[test]
+fn single_over_pipes_overlaps_waiting_requests() {
+    let prog = format!(
+        r#"
+import struct, subprocess, time
+p = subprocess.Popen([{bin:?}, "-s", "--filter=delay", "memory", "1M", "delay-read=250ms"],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+i, o = p.stdout, p.stdin
+def rx(n):
+    b = b""
+    while len(b) < n:
+        c = i.read(n - len(b)); assert c, "server closed"
+        b += c
+    return b
+assert rx(16) == b"NBDMAGICIHAVEOPT"
+rx(2)
+o.write(struct.pack(">I", 3)); o.write(b"IHAVEOPT" + struct.pack(">II", 1, 0)); o.flush()
+size, tflags = struct.unpack(">QH", rx(10))
+assert size == 1 << 20, size
+def req(typ, cookie, off, n, data=b""):
+    o.write(struct.pack(">IHHQQI", 0x25609513, 0, typ, cookie, off, n) + data)
+data = bytes(range(256)) * 16 * 6
+req(1, 99, 0, len(data), data); o.flush()
+m, e, c = struct.unpack(">IIQ", rx(16)); assert (m, e, c) == (0x67446698, 0, 99), (m, e, c)
+t = time.monotonic()
+for k in range(6):
+    req(0, k, k * 4096, 4096)
+o.flush()
+got = {{}}
+for _ in range(6):
+    m, e, c = struct.unpack(">IIQ", rx(16)); assert m == 0x67446698 and e == 0, (m, e)
+    got[c] = rx(4096)
+took = time.monotonic() - t
+assert all(got[k] == data[k * 4096:(k + 1) * 4096] for k in range(6))
+req(2, 7, 0, 0); o.flush(); o.close()
+assert p.wait(10) == 0
+print(took)
+"#,
+        bin = bin()
+    );
+    let out = run_ok("/usr/bin/python3", &["-c", &prog]);
+    let t: f64 = out.trim().parse().unwrap();
+    assert!(t >= 0.25, "6 reads delayed 250ms each took {t}s");
+    assert!(
+        t < 1.0,
+        "6 reads over pipes delayed 250ms each took {t}s: not overlapped"
+    );
+}

@@ -148,6 +148,8 @@ fn check_export(s: &Server, file: &Path, size: usize) {
     let out = run_ok("nbdinfo", &["--json", &s.uri]);
     assert!(out.contains(&format!("\"export-size\": {size}")), "{out}");
     assert!(out.contains("\"is_read_only\": true"), "{out}");
+    assert!(out.contains("\"can_multi_conn\": true"), "{out}");
+    assert!(out.contains("\"can_fua\": false"), "{out}");
     s.nbdsh(&format!(
         r#"
 import random

@@ -108,12 +108,11 @@ impl Export {
         self.info.blocking
     }
 
-    /// True when one connection thread, running requests one after
-    /// another, serves this export best: no layer waits on I/O or a timer,
-    /// so nothing gains from overlapping requests. Otherwise requests get
-    /// a pool of connection threads so they overlap.
-    pub fn wants_own_thread(&self) -> bool {
-        !self.info.waits
+    /// Some layer waits on I/O or a timer, so a connection's requests
+    /// gain from overlapping (connection threads are added while all are
+    /// busy); otherwise one thread runs them one after another.
+    pub fn waits(&self) -> bool {
+        self.info.waits
     }
 
     pub fn top(&self) -> &Arc<dyn Backend> {

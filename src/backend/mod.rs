@@ -154,6 +154,35 @@ macro_rules! all_capabilities {
 }
 pub(crate) use all_capabilities;
 
+/// The methods a read-only plugin over a remote source shares (http,
+/// torrent): blocking calls, no writes (`pwrite` is EPERM naming the
+/// plugin), no FUA, and multi-conn, since every connection sees the same
+/// bytes. Use inside `impl Backend for ...`; `can_cache` stays the
+/// plugin's own.
+macro_rules! read_only_source {
+    ($name:literal) => {
+        fn is_blocking(&self) -> bool {
+            true
+        }
+        fn can_write(&self) -> $crate::backend::Result<bool> {
+            Ok(false)
+        }
+        fn can_fua(&self) -> $crate::backend::Result<$crate::backend::FuaMode> {
+            Ok($crate::backend::FuaMode::None)
+        }
+        fn can_multi_conn(&self) -> $crate::backend::Result<bool> {
+            Ok(true)
+        }
+        fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: u32) -> $crate::backend::Result<()> {
+            Err($crate::backend::BackendError::new(
+                $crate::backend::Errno::Perm,
+                concat!($name, ": this plugin is read-only"),
+            ))
+        }
+    };
+}
+pub(crate) use read_only_source;
+
 /// EINVAL unless `[offset, offset+count)` lies within `size` bytes: the
 /// guard a plugin that serves a remote source puts before a read.
 pub fn check_read(layer: &str, count: u64, offset: u64, size: u64) -> Result<()> {
@@ -209,12 +238,12 @@ pub trait Backend: Send + Sync + 'static {
         pass!(self, is_blocking(), false)
     }
     /// True when a blocking layer's calls wait on something outside the
-    /// CPU (a disk, the network, a timer): the server overlaps the requests
-    /// of one connection on its worker pool. False for layers that only
-    /// compute (scripts, compression): a blocking stack where no layer
-    /// waits runs each connection on a thread of its own, one request
-    /// after another, with no hand-off per request. A plugin waits when it
-    /// is blocking unless it says otherwise; a filter when the layer below
+    /// CPU (a disk, the network, a timer): the server adds connection
+    /// threads while all are busy (up to `--threads`), so one connection's
+    /// requests overlap. False for layers that only compute (scripts,
+    /// compression): each connection runs on one thread, one request after
+    /// another (with a helper for big requests). A plugin waits when it is
+    /// blocking unless it says otherwise; a filter when the layer below
     /// does.
     fn waits(&self) -> bool {
         pass!(self, waits(), self.is_blocking())

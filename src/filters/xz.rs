@@ -232,7 +232,8 @@ impl Backend for XzHandle {
     fn is_blocking(&self) -> bool {
         true
     }
-    /// Decompressing a block is long: overlap requests on the pool.
+    /// Decompressing a block is long: add connection threads so requests
+    /// overlap.
     fn waits(&self) -> bool {
         true
     }

@@ -5,7 +5,7 @@
 //! May use `backend`, `params`; must not import tokio or rhai.
 
 use super::PluginDef;
-use crate::backend::{Backend, BackendError, CacheMode, Errno, FuaMode, Plugin, Result};
+use crate::backend::{Backend, BackendError, CacheMode, Plugin, Result};
 use crate::params::{ConfigError, Params};
 use parking_lot::{Condvar, Mutex};
 use std::io::Read;
@@ -434,20 +434,9 @@ struct HttpHandle {
 }
 
 impl Backend for HttpHandle {
-    fn is_blocking(&self) -> bool {
-        true
-    }
+    crate::backend::read_only_source!("http");
     fn get_size(&self) -> Result<u64> {
         Ok(self.inner.size)
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(false)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::None)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
     }
     fn can_cache(&self) -> Result<CacheMode> {
         Ok(CacheMode::None)
@@ -455,12 +444,6 @@ impl Backend for HttpHandle {
     fn pread(&self, buf: &mut [u8], offset: u64, _flags: u32) -> Result<()> {
         crate::backend::check_read("http", buf.len() as u64, offset, self.inner.size)?;
         self.inner.client.read(&self.inner.url, buf, offset)
-    }
-    fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: u32) -> Result<()> {
-        Err(BackendError::new(
-            Errno::Perm,
-            "http: this plugin is read-only (writes are not implemented)",
-        ))
     }
 }
 

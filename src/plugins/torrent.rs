@@ -6,7 +6,7 @@
 //! reads. May use `backend`, `params`; must not import `server` or rhai.
 
 use super::PluginDef;
-use crate::backend::{Backend, BackendError, CacheMode, Errno, FuaMode, Plugin, Result};
+use crate::backend::{Backend, CacheMode, Plugin, Result};
 use crate::params::{parse_size, ConfigError, Params};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
@@ -200,20 +200,9 @@ struct TorrentHandle {
 }
 
 impl Backend for TorrentHandle {
-    fn is_blocking(&self) -> bool {
-        true
-    }
+    crate::backend::read_only_source!("torrent");
     fn get_size(&self) -> Result<u64> {
         Ok(self.engine.size)
-    }
-    fn can_write(&self) -> Result<bool> {
-        Ok(false)
-    }
-    fn can_fua(&self) -> Result<FuaMode> {
-        Ok(FuaMode::None)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
     }
     fn can_cache(&self) -> Result<CacheMode> {
         Ok(CacheMode::Emulate)
@@ -224,12 +213,6 @@ impl Backend for TorrentHandle {
             return Ok(());
         }
         self.engine.read(buf, offset)
-    }
-    fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: u32) -> Result<()> {
-        Err(BackendError::new(
-            Errno::Perm,
-            "torrent: this plugin is read-only",
-        ))
     }
 }
 

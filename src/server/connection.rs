@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then connection threads for a
-//! socket (`thread.rs`), or, for `-s` (stdin and stdout, two descriptors),
-//! the async request loop here: one reader parses requests; replies go
+//! socket (`thread.rs`, also `-s` when stdin is a socket), or, for `-s`
+//! over pipes (stdin and stdout, two descriptors), the async request loop
+//! here: one reader parses requests; replies go
 //! through one writer task that owns the write half. Requests run inline
 //! when the export is cheap and on the blocking pool when it may block,
 //! so replies may be reordered.
@@ -221,6 +222,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
 ) -> std::io::Result<()> {
     let ext = ci.mode == ReplyMode::Extended;
     let blocking = export.is_blocking();
+    let waits = export.waits();
     let model = export.top().thread_model();
     let conn_lock = Arc::new(parking_lot::Mutex::new(()));
     let budget = Arc::new(Semaphore::new(REPLY_BUDGET as usize));
@@ -289,12 +291,12 @@ async fn request_loop<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        // Small requests to a blocking layer (scripts) run on this thread
-        // too, inside block_in_place: tokio moves the other tasks away, and
-        // the request skips a hand-off to the pool (measured: 4 KiB script
-        // calls 1.4x faster). Big ones still go to the pool, where several
-        // overlap.
-        if blocking && req.length < SCRIPT_INLINE_MAX {
+        // Small requests to a blocking layer that only computes (scripts)
+        // run on this thread too, inside block_in_place: tokio moves the
+        // other tasks away, and the request skips a hand-off to the pool
+        // (measured: 4 KiB script calls 1.4x faster). Big ones, and every
+        // request to a stack that waits, go to the pool, where they overlap.
+        if blocking && !waits && req.length < SCRIPT_INLINE_MAX {
             let lock = match model {
                 ThreadModel::Parallel => None,
                 ThreadModel::SerializeRequests => Some(&conn_lock),

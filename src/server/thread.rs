@@ -146,10 +146,10 @@ pub async fn serve(
             let global = (export.top().thread_model() == ThreadModel::SerializeAllRequests)
                 .then_some(&*shared.global_lock);
             let parallel = export.top().thread_model() == ThreadModel::Parallel;
-            let mode = match (parallel, export.wants_own_thread()) {
+            let mode = match (parallel, export.waits()) {
                 (false, _) => Mode::One,
-                (true, true) => Mode::Helper,
-                (true, false) => Mode::Pool(shared.config.threads.max(1)),
+                (true, false) => Mode::Helper,
+                (true, true) => Mode::Pool(shared.config.threads.max(1)),
             };
             if let Err(e) = request_loop(&s2, &export, &ci, global, mode) {
                 warn!("connection closed: {e}");
@@ -324,18 +324,31 @@ impl<'env> Conn<'env> {
             return;
         }
         ACTIVE.fetch_add(1, SeqCst);
+        let done = move || {
+            self.helping.store(false, SeqCst);
+            ACTIVE.fetch_sub(1, SeqCst);
+        };
+        self.spawn_worker(scope, done);
+    }
+
+    /// Start a secondary worker; `done` runs when it ends, or at once if
+    /// the thread cannot be started.
+    fn spawn_worker<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        done: impl FnOnce() + Send + Clone + 'scope,
+    ) {
         let span = tracing::Span::current();
+        let d = done.clone();
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".into())
             .spawn_scoped(scope, move || {
                 let _e = span.entered();
                 let _ = self.worker(scope, false);
-                self.helping.store(false, SeqCst);
-                ACTIVE.fetch_sub(1, SeqCst);
+                d();
             });
         if spawned.is_err() {
-            self.helping.store(false, SeqCst);
-            ACTIVE.fetch_sub(1, SeqCst);
+            done();
         }
     }
 
@@ -346,21 +359,12 @@ impl<'env> Conn<'env> {
         if self.idle.load(SeqCst) > 0 {
             return;
         }
-        let n = self.workers.fetch_add(1, SeqCst);
-        if n >= max {
+        if self.workers.fetch_add(1, SeqCst) >= max {
             self.workers.fetch_sub(1, SeqCst);
             return;
         }
-        let span = tracing::Span::current();
-        let spawned = std::thread::Builder::new()
-            .name("nbd-conn".into())
-            .spawn_scoped(scope, move || {
-                let _e = span.entered();
-                let _ = self.worker(scope, false);
-            });
-        if spawned.is_err() {
-            self.workers.fetch_sub(1, SeqCst);
-        }
+        // A pool worker stays until the connection ends.
+        self.spawn_worker(scope, || {});
     }
 
     fn rd_end(&self) {

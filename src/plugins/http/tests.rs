@@ -2,6 +2,7 @@
 
 use super::testserver::{Config, HttpServer};
 use super::*;
+use crate::backend::Errno;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 

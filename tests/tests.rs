@@ -10,4 +10,5 @@ mod protocol;
 mod remote;
 mod s3;
 mod script;
+mod sparse;
 mod torrent;

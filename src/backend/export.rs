@@ -30,8 +30,8 @@ pub struct ExportInfo {
     /// The top layer makes owned read buffers (see
     /// [`Backend::prefers_owned_reads`]).
     pub owned_reads: bool,
-    /// Extents are worth asking for before a big read, to answer its zero
-    /// ranges with OFFSET_HOLE chunks (see [`Backend::cheap_extents`]).
+    /// Every layer agrees that a big read's zero ranges may be answered
+    /// with OFFSET_HOLE chunks from extents (see [`Backend::sparse_reads`]).
     pub sparse_reads: bool,
 }
 
@@ -87,7 +87,7 @@ impl Export {
             blocking: top.is_blocking(),
             waits: top.waits(),
             owned_reads: top.prefers_owned_reads(),
-            sparse_reads: top.cheap_extents(),
+            sparse_reads: top.sparse_reads(),
         };
         Ok(Export {
             top,

@@ -307,11 +307,18 @@ pub trait Backend: Send + Sync + 'static {
         )
     }
 
-    /// False when asking for extents costs about as much as a read (a
-    /// script's `extents`): the server then does not probe for holes
-    /// before every big read (OFFSET_HOLE replies are optional).
-    fn cheap_extents(&self) -> bool {
-        pass!(self, cheap_extents(), true)
+    /// True when the server may answer the zero ranges of a big read with
+    /// OFFSET_HOLE chunks from this layer's extents, without calling
+    /// `pread` for them. A read must be a read to every layer, so a filter
+    /// says no unless it declares that skipping its `pread` over zeros
+    /// changes nothing it does (no error injected, no delay, no log line,
+    /// nothing cached) and the layer below agrees: such a filter overrides
+    /// this with `self.next.sparse_reads()`. A plugin says yes unless its
+    /// extents cost about as much as a read (a script's `extents`), since
+    /// a zero range reads as zeros anyway. OFFSET_HOLE replies are
+    /// optional: `false` only costs bandwidth.
+    fn sparse_reads(&self) -> bool {
+        self.next().is_none()
     }
 
     /// True when `pread_owned` makes its buffer anyway (scripts return a

@@ -243,6 +243,10 @@ impl Backend for CowHandle {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
+    fn sparse_reads(&self) -> bool {
+        // cow-on-read copies up what is read, holes included.
+        matches!(self.on_read, OnRead::Never) && self.next.sparse_reads()
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -123,6 +123,9 @@ impl Backend for FuaHandle {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
+    fn sparse_reads(&self) -> bool {
+        self.next.sparse_reads() // reads pass unchanged
+    }
     fn can_fua(&self) -> Result<FuaMode> {
         Ok(match self.mode {
             Mode::None => FuaMode::None,

@@ -95,6 +95,9 @@ impl Backend for OffsetHandle {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
+    fn sparse_reads(&self) -> bool {
+        self.next.sparse_reads() // reads only move
+    }
     fn is_blocking(&self) -> bool {
         self.blocking || self.next.is_blocking()
     }

@@ -70,6 +70,9 @@ impl Backend for ReadonlyHandle {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
+    fn sparse_reads(&self) -> bool {
+        self.next.sparse_reads() // reads pass unchanged
+    }
     fn can_write(&self) -> Result<bool> {
         if self.file.is_none() {
             Ok(false)

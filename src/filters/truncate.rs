@@ -90,6 +90,9 @@ impl Backend for TruncateHandle {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.next)
     }
+    fn sparse_reads(&self) -> bool {
+        self.next.sparse_reads() // added bytes are zeros and report as holes
+    }
     fn get_size(&self) -> Result<u64> {
         Ok(self.size)
     }

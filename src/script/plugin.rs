@@ -355,8 +355,14 @@ impl Backend for Layer {
     fn prefers_owned_reads(&self) -> bool {
         true
     }
-    fn cheap_extents(&self) -> bool {
-        !self.code().has(Cb::Extents) && self.next.as_ref().is_none_or(|n| n.cheap_extents())
+    fn sparse_reads(&self) -> bool {
+        // A script's extents cost a call; a filter's pread must see every
+        // read.
+        let code = self.code();
+        match &self.next {
+            None => !code.has(Cb::Extents),
+            Some(n) => !code.has(Cb::Extents) && !code.has(Cb::Pread) && n.sparse_reads(),
+        }
     }
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
         let count = u32::try_from(buf.len()).map_err(|_| BackendError::inval("read too large"))?;

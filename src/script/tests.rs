@@ -46,7 +46,7 @@ fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
     assert_eq!(c.get_size().unwrap(), 65536);
     assert!(c.can_write().unwrap());
     assert!(!c.can_trim().unwrap());
-    assert!(c.cheap_extents(), "no extents function: nothing to call");
+    assert!(c.sparse_reads(), "no extents function: nothing to call");
     c.pwrite_owned(vec![7u8; 512], 1024, 0).unwrap();
     let b = c.pread_owned(1024, 512, 0).unwrap();
     assert_eq!(&b[..512], &[0u8; 512][..]);
@@ -146,7 +146,7 @@ fn can_cache(h) { "emulate" }
     assert!(c.is_blocking());
     assert!(!c.waits(), "a script only computes");
     assert!(c.prefers_owned_reads());
-    assert!(!c.cheap_extents(), "a script's extents cost a call");
+    assert!(!c.sparse_reads(), "a script's extents cost a call");
     assert_eq!(
         c.thread_model(),
         crate::backend::ThreadModel::SerializeAllRequests

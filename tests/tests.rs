@@ -3,6 +3,7 @@
 
 mod alloc;
 mod common;
+mod contain;
 mod core;
 mod datastr;
 mod filters;

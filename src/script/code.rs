@@ -6,6 +6,7 @@
 
 use super::engine::{self, Imports};
 use super::host;
+use super::{budget, depth, stack};
 use super::{ScriptOptions, ScriptSource};
 use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
@@ -261,12 +262,18 @@ fn compile(
     kind: Kind,
 ) -> Result<Code, String> {
     let engine = engine::build(opts, source.dir(), imports.clone(), text);
-    let ast = engine::compile(&engine, text, name)?;
-    let code = Code::new(engine, ast, kind, name)?;
-    // Run the top level once (never again per call).
-    engine::with_deadline(|| code.engine.run_ast_with_scope(&mut Scope::new(), &code.ast))
-        .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
-    Ok(code)
+    // Compiling runs imported modules' top level, then the script's own
+    // (once, never again per call): both on the script stack, in time.
+    stack::run(|| {
+        budget::with_deadline(opts.timeout, || {
+            let ast = engine::compile(&engine, text, name)?;
+            let code = Code::new(engine, ast, kind, name)?;
+            code.engine
+                .run_ast_with_scope(&mut Scope::new(), &code.ast)
+                .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
+            Ok(code)
+        })
+    })
 }
 
 /// The most arguments a callback takes (`next, h, count, offset, flags`).
@@ -319,7 +326,7 @@ impl FuncArgs for Args {
 /// The call path: no top-level re-run, a fresh scope, arguments moved in,
 /// trailing optional arguments (flags) dropped to the script's arity.
 pub fn call_raw(
-    _opts: &ScriptOptions,
+    code_opts: &ScriptOptions,
     code: &Code,
     file: &str,
     cb: Cb,
@@ -329,27 +336,46 @@ pub fn call_raw(
         BackendError::io(format!("{file}: the script does not define {}", cb.name()))
     })?;
     args.n = args.n.min(n);
-    let r = engine::with_deadline(|| {
-        code.engine.call_fn_with_options::<Dynamic>(
-            CallFnOptions::new().eval_ast(false).rewind_scope(false),
-            &mut Scope::new(),
-            &code.ast,
-            cb.name(),
-            args,
-        )
-    });
-    match r {
-        Ok(v) => Ok(v.flatten()),
-        Err(e) => {
-            let (err, intended) = host::to_backend_error_kind(&e, file, cb.name());
-            if intended {
-                tracing::debug!(target: "script", "{}", err.message);
-            } else {
-                tracing::warn!(target: "script", "{} (the client gets {})", err.message, err.errno);
+    // The call, its error mapping and the drop of what it leaves behind all
+    // run on the script stack: deep values are only ever touched there.
+    let r = stack::run(|| {
+        let r = budget::with_deadline(code_opts.timeout, || {
+            code.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(false).rewind_scope(false),
+                &mut Scope::new(),
+                &code.ast,
+                cb.name(),
+                args,
+            )
+        });
+        match r {
+            Ok(v) => {
+                let v = v.flatten();
+                if depth::too_deep(&v) {
+                    depth::drop_flat(v);
+                    let msg =
+                        depth::too_deep_message(&format!("{file}: {}: the result", cb.name()));
+                    tracing::warn!(target: "script", "{msg} (the client gets EIO)");
+                    return Err(BackendError::io(msg));
+                }
+                Ok(v)
             }
-            Err(err)
+            Err(e) => {
+                let (err, intended) = host::to_backend_error_kind(&e, file, cb.name());
+                drop(e);
+                if intended {
+                    tracing::debug!(target: "script", "{}", err.message);
+                } else {
+                    tracing::warn!(target: "script", "{} (the client gets {})", err.message, err.errno);
+                }
+                Err(err)
+            }
         }
+    });
+    if r.is_err() {
+        stack::release();
     }
+    r
 }
 
 fn declared_keys(v: Dynamic) -> Option<Vec<String>> {

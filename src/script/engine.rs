@@ -1,36 +1,18 @@
 //! The one place a rhai `Engine` is built: limits, no `eval`, `print` and
 //! `debug` to the log, imports only from the script's own directory and the
-//! built-in library, and a per-call time budget. Only `src/script/` may
+//! built-in library, and a per-call time budget (`budget.rs`). Only `src/script/` may
 //! import rhai.
 
-use super::{host, stdlib, ScriptOptions};
+use super::{budget, host, stdlib, ScriptOptions};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, AST};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 thread_local! {
-    /// When the script call running on this thread was first seen by the
-    /// time check (None: not yet). Set lazily, so a call costs no clock read.
-    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Import nesting while compiling (guards against import cycles).
     static IMPORT_DEPTH: Cell<u32> = const { Cell::new(0) };
-}
-
-/// How many operations run between two clock checks.
-const CHECK_EVERY: u64 = 0x1000;
-
-/// Run `f` (one script call) with its time budget armed. The clock starts
-/// at the call's first check (after `CHECK_EVERY` operations, well under a
-/// millisecond), so short calls never read the clock; a nested call (a
-/// filter's `next` reaching another script) has its own budget.
-pub fn with_deadline<T>(f: impl FnOnce() -> T) -> T {
-    let prev = STARTED.with(|d| d.replace(None));
-    let r = f();
-    STARTED.with(|d| d.set(prev));
-    r
 }
 
 /// Files a script imported (watched for reload).
@@ -56,23 +38,14 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     e.on_debug(|s, src, pos| {
         tracing::debug!(target: "script", "{}: {s}", host::at(src.unwrap_or("script"), pos))
     });
-    if let Some(limit) = opts.timeout {
-        e.on_progress(move |ops| {
-            if ops % CHECK_EVERY == 0 {
-                let now = Instant::now();
-                match STARTED.with(|d| d.get()) {
-                    None => STARTED.with(|d| d.set(Some(now))),
-                    Some(t) if now.duration_since(t) > limit => {
-                        return Some(Dynamic::from("time limit"));
-                    }
-                    Some(_) => {}
-                }
-            }
-            None
-        });
+    // Checked at every operation (one atomic load): a call stops soon
+    // after its deadline even when each operation is long.
+    if opts.timeout.is_some() {
+        e.on_progress(|_| budget::past_deadline().then(|| Dynamic::from("time limit")));
     }
     e.set_module_resolver(Resolver { dir, imports });
     host::register(&mut e, opts.allow_files);
+    super::bulk::register(&mut e);
     super::filter::register(&mut e);
     super::state::register(&mut e);
     super::state::register_props(&mut e, text);
@@ -128,6 +101,14 @@ fn refuse(path: &str, why: &str, pos: Position) -> Box<EvalAltResult> {
     ))
 }
 
+/// Where an open file really is: `/proc/self/fd/N` (else the canonical path).
+fn real_path(f: &std::fs::File, file: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .or_else(|_| std::fs::canonicalize(file))
+        .unwrap_or_else(|_| file.to_path_buf())
+}
+
 impl ModuleResolver for Resolver {
     fn resolve(
         &self,
@@ -155,7 +136,26 @@ impl ModuleResolver for Resolver {
             }
             let file = dir.join(rel).with_extension("rhai");
             self.imports.lock().map(|mut s| s.insert(file.clone())).ok();
-            let text = std::fs::read_to_string(&file)
+            // The real path of the file opened (symlinks resolved, read
+            // back from the open descriptor, so no swap in between) must
+            // stay inside too.
+            let mut f = std::fs::File::open(&file)
+                .map_err(|e| refuse(path, &format!("{}: {e}", file.display()), pos))?;
+            let real = real_path(&f, &file);
+            let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            if !real.starts_with(&root) {
+                return Err(refuse(
+                    path,
+                    &format!(
+                        "it resolves to {}, outside the script's directory {}; imports must stay in the script's directory",
+                        real.display(),
+                        root.display()
+                    ),
+                    pos,
+                ));
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)
                 .map_err(|e| refuse(path, &format!("{}: {e}", file.display()), pos))?;
             (text, file.display().to_string())
         };

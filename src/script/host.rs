@@ -24,18 +24,32 @@ pub fn raise(errno: Errno, message: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
+/// A script going over one of its limits (nesting, memory): like `raise`,
+/// but logged as a problem (warning), not as an error the script chose.
+pub fn raise_limit(errno: Errno, message: impl Into<String>) -> Box<EvalAltResult> {
+    let mut m = Map::new();
+    m.insert("errno".into(), Dynamic::from(errno.name().to_string()));
+    m.insert("message".into(), Dynamic::from(message.into()));
+    m.insert("limit".into(), Dynamic::TRUE);
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from_map(m),
+        Position::NONE,
+    ))
+}
+
 /// A backend error as a catchable script error carrying the errno.
 pub fn raise_backend(e: BackendError) -> Box<EvalAltResult> {
     raise(e.errno, e.message)
 }
 
 /// A script's thrown value, if it is an NBD error map.
-fn thrown_errno(v: &Dynamic) -> Option<(Errno, String)> {
+fn thrown_errno(v: &Dynamic) -> Option<(Errno, String, bool)> {
     let m = v.read_lock::<Map>()?;
     let errno = m.get("errno")?.clone().into_string().ok()?;
     let errno = Errno::from_name(&errno)?;
     let msg = m.get("message").map(|x| x.to_string()).unwrap_or_default();
-    Some((errno, msg))
+    let limit = m.get("limit").is_some_and(|x| x.as_bool() == Ok(true));
+    Some((errno, msg, limit))
 }
 
 /// Map a script error onto the client's errno, with `file:line:col` and the
@@ -66,10 +80,10 @@ pub fn to_backend_error_kind(
     let at = at(file, pos);
     match inner {
         EvalAltResult::ErrorRuntime(v, _) => {
-            if let Some((errno, msg)) = thrown_errno(v) {
+            if let Some((errno, msg, limit)) = thrown_errno(v) {
                 return (
                     BackendError::new(errno, format!("{at}: {callback}: {msg}")),
-                    true,
+                    !limit,
                 );
             }
             (
@@ -280,11 +294,16 @@ fn pattern(len: INT, pat: Blob) -> RResult<Blob> {
         return Ok(vec![0u8; n]);
     }
     let mut out = Vec::with_capacity(n);
-    while out.len() + pat.len() <= n {
-        out.extend_from_slice(&pat);
+    out.extend_from_slice(&pat[..pat.len().min(n)]);
+    // Double what is there (whole copies of the pattern), at most 16 MiB
+    // per step, checking the deadline between steps.
+    let step = ((16 << 20) / pat.len()).max(1) * pat.len();
+    while out.len() < n {
+        // `out` holds whole copies here; only the last piece may be partial.
+        let take = out.len().min(step).min(n - out.len());
+        out.extend_from_within(..take);
+        super::budget::check_time()?;
     }
-    let rest = n - out.len();
-    out.extend_from_slice(&pat[..rest]);
     Ok(out)
 }
 
@@ -376,7 +395,7 @@ pub fn register(engine: &mut Engine, allow_files: bool) {
     });
     engine.register_fn("pattern", pattern);
     engine.register_fn("write_blob", write_blob);
-    engine.register_fn("fill", |b: &mut Blob, byte: INT| b.fill(byte as u8));
+    // `fill` (and the other bulk functions that check the deadline): bulk.rs.
     engine.register_fn("is_zero", |b: &mut Blob| b.iter().all(|x| *x == 0));
     engine.register_fn("parse_size", |s: &str| -> RResult<INT> {
         crate::params::parse_size(s)

@@ -11,12 +11,16 @@
 //! `"serialize_all_requests"`, the default); script calls always block, so
 //! the server runs them on its worker pool.
 
+mod budget;
+mod bulk;
 mod code;
+mod depth;
 mod engine;
 mod filter;
 mod host;
 mod plugin;
 mod reload;
+mod stack;
 mod state;
 mod stdlib;
 

@@ -4,6 +4,9 @@
 //! lock guards it; rhai's own shared values are never put inside data.
 //! Only `src/script/` may import rhai.
 
+use super::depth;
+use super::host::{raise_limit, RResult};
+use crate::backend::Errno;
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
 use std::sync::Arc;
 
@@ -21,11 +24,25 @@ impl State {
     /// setter); when `v` is the very object already stored (a `disk()`, a
     /// nested state), that write is skipped: no exclusive lock on the hot
     /// path, so parallel requests do not serialize on the state.
-    pub fn set(&self, k: &str, v: Dynamic) {
+    ///
+    /// A value nesting deeper than `depth::MAX_DEPTH` is refused (EIO),
+    /// and the value it replaces is dropped level by level.
+    pub fn set(&self, k: &str, v: Dynamic) -> RResult<()> {
         if self.0.read().get(k).is_some_and(|cur| same_object(cur, &v)) {
-            return;
+            return Ok(());
         }
-        self.0.write().insert(k.into(), v);
+        if depth::too_deep(&v) {
+            depth::drop_flat(v);
+            return Err(raise_limit(
+                Errno::Io,
+                depth::too_deep_message(&format!("storing .{k}")),
+            ));
+        }
+        let old = self.0.write().insert(k.into(), v);
+        if let Some(old) = old {
+            depth::drop_flat(old);
+        }
+        Ok(())
     }
 }
 
@@ -114,6 +131,8 @@ pub fn register_props(e: &mut Engine, text: &str) {
         e.register_get(n, move |s: &mut State| -> Dynamic {
             s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
         });
-        e.register_set(n, move |s: &mut State, v: Dynamic| s.set(k2.as_str(), v));
+        e.register_set(n, move |s: &mut State, v: Dynamic| -> RResult<()> {
+            s.set(k2.as_str(), v)
+        });
     }
 }

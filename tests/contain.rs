@@ -1,0 +1,184 @@
+//! Issue 12, the script half: no script can abort or wedge the process.
+//! Each case is a few-line script served by the real binary; a request
+//! fails with the named errno, the log names the problem, another
+//! connection is served meanwhile, RSS stays bounded, and the server is
+//! alive afterwards.
+
+use crate::common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn script(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// VmRSS of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb >> 10
+}
+
+/// A python client (libnbd) on `uri`: runs `body` with `h` connected;
+/// returns stdout, panicking with stderr when it fails.
+fn py(uri: &str, body: &str) -> String {
+    let code = format!("import nbd, errno, time\nh = nbd.NBD()\nh.connect_uri({uri:?})\n{body}\n");
+    let out = client("/usr/bin/python3")
+        .arg("-c")
+        .arg(&code)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{code}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Another connection reads while `f` runs; returns the slowest read (s).
+fn served_meanwhile(uri: &str, offset: u64, f: impl FnOnce()) -> f64 {
+    let uri2 = uri.to_string();
+    let other = std::thread::spawn(move || {
+        py(
+            &uri2,
+            &format!(
+                "worst = 0\nfor i in range(20):\n    t = time.time(); assert h.pread(512, {offset}) == bytes(512); worst = max(worst, time.time() - t)\n    time.sleep(0.02)\nprint(worst)"
+            ),
+        )
+    });
+    f();
+    let out = other.join().unwrap();
+    out.trim().parse().unwrap()
+}
+
+fn alive(s: &Server) {
+    py(&s.uri, "assert h.pread(512, 4096) == bytes(512)");
+    assert!(s.child.id() > 0);
+}
+
+/// Case 1: state nested one level more per read, and deep temporaries in
+/// one call: EIO with file:line:col, never a stack overflow.
+#[test]
+fn nesting_fails_the_request_not_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "deep.rhai",
+        "fn config(p) { #{ x: #{} } }\nfn thread_model() { \"parallel\" }\nfn get_size(h) { 1048576 }\n\
+         fn pread(h, c, o) {\n  if o == 0 { for i in 0..100 { h.x = #{ x: h.x }; } }\n\
+         \x20 if o == 512 { let a = #{}; for i in 0..3000 { a = #{ x: a }; } }\n  blob(c)\n}\n",
+    );
+    let s = Server::start(&["--script-timeout", "5000", &p]);
+    let worst = served_meanwhile(&s.uri, 4096, || {
+        // 100 levels per read: the 11th read would pass 1000 levels.
+        let out = py(
+            &s.uri,
+            "n = 0\nfor i in range(20):\n    try:\n        h.pread(512, 0); n += 1\n    except nbd.Error as e:\n        assert e.errnum == errno.EIO, e\nprint(n)",
+        );
+        assert_eq!(
+            out.trim(),
+            "9",
+            "reads that nest state up to the limit (1 + 9 * 100 levels)"
+        );
+        // A 3,000-deep temporary is built and dropped inside one call.
+        py(&s.uri, "assert h.pread(512, 512) == bytes(512)");
+    });
+    assert!(worst < 2.0, "other connection waited {worst} s");
+    assert!(
+        rss_mib(s.child.id()) < 300,
+        "RSS {} MiB",
+        rss_mib(s.child.id())
+    );
+    alive(&s);
+    let (_, err) = s.stop();
+    assert!(
+        err.contains("deep.rhai:5:35: pread: storing .x: the value nests arrays/maps more than 1000 levels deep (the client gets EIO)"),
+        "{err}"
+    );
+    assert!(!err.contains("overflow"), "{err}");
+}
+
+/// Case 1, a deep value returned by a call: refused (EIO) and dropped
+/// without recursion on the caller's small stack.
+#[test]
+fn a_deep_result_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "ret.rhai",
+        "fn get_size(h) { 1048576 }\nfn pread(h, c, o) { blob(c) }\n\
+         fn extents(h, c, o, f) { let a = [[0, c, 0]]; for i in 0..1500 { a = [a]; } a }\n",
+    );
+    let s = Server::start(&[&p]);
+    let out = s.nbdsh_output(
+        &["--base-allocation"],
+        "import errno\ntry:\n    h.block_status(512, 0, lambda *a: 0)\n    assert False\nexcept nbd.Error as e:\n    assert e.errnum == errno.EIO, e\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alive(&s);
+    let (_, err) = s.stop();
+    assert!(
+        err.contains("ret.rhai: extents: the result: the value nests arrays/maps more than 1000 levels deep (the client gets EIO)"),
+        "{err}"
+    );
+}
+
+/// Case 6: an import that resolves (through a symlinked file or
+/// directory) outside the script's directory is refused, at start and on
+/// reload (the old version keeps serving).
+#[test]
+fn imports_through_symlinks_stay_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("in");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(inside.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.rhai"), "fn n() { 42 }\n").unwrap();
+    std::fs::write(inside.join("sub/fine.rhai"), "fn n() { 7 }\n").unwrap();
+    std::os::unix::fs::symlink("../outside/secret.rhai", inside.join("link.rhai")).unwrap();
+    std::os::unix::fs::symlink("../outside", inside.join("dirlink")).unwrap();
+    let main = |m: &str, size: u32| {
+        format!(
+            "import \"{m}\" as s;\nfn get_size(h) {{ {size} }}\nfn pread(h, c, o) {{ blob(c) }}\n"
+        )
+    };
+    let real_out = std::fs::canonicalize(&outside).unwrap();
+    for m in ["link", "dirlink/secret"] {
+        let p = script(&inside, "main.rhai", &main(m, 512));
+        let err = Server::try_start(&["--no-watch", &p])
+            .err()
+            .expect("refused");
+        assert!(
+            err.contains(&format!(
+                "Module not found: {m} (it resolves to {}/secret.rhai, outside the script's directory",
+            real_out.display())),
+            "{err}"
+        );
+    }
+    // Inside (a subdirectory) is fine; a reload to a symlinked import is
+    // refused and the old version (size 4096) keeps serving.
+    let p = script(&inside, "main.rhai", &main("sub/fine", 4096));
+    let s = Server::start(&[&p]);
+    assert_eq!(run_ok("nbdinfo", &["--size", &s.uri]).trim(), "4096");
+    std::fs::write(&p, main("link", 8192)).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(run_ok("nbdinfo", &["--size", &s.uri]).trim(), "4096");
+    let (_, err) = s.stop();
+    assert!(err.contains("outside the script's directory"), "{err}");
+    assert!(err.contains("this version is refused"), "{err}");
+}

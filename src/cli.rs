@@ -14,7 +14,7 @@ use std::sync::Arc;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "nbdscript",
-    version,
+    disable_version_flag = true,
     override_usage = "nbdscript [OPTIONS] PLUGIN [KEY=VALUE ...]\n       nbdscript [OPTIONS] ./script.rhai [KEY=VALUE ...]",
     about = "A Network Block Device server with hot-reloadable Rhai plugins and filters (nbdkit-compatible command line).",
     long_about = None
@@ -26,7 +26,7 @@ pub struct Args {
     /// TCP port (default 10809).
     #[arg(short = 'p', long = "port")]
     pub port: Option<u16>,
-    /// TCP address to listen on (default all).
+    /// TCP address to listen on (default all, IPv6 and IPv4).
     #[arg(short = 'i', long = "ipaddr", value_name = "ADDR")]
     pub ipaddr: Option<String>,
     /// Serve one client on standard input/output, then exit.
@@ -35,9 +35,33 @@ pub struct Args {
     /// Read-only export, whatever the plugin can do.
     #[arg(short = 'r', long = "readonly", visible_alias = "read-only")]
     pub readonly: bool,
-    /// Accepted for nbdkit compatibility; nbdscript stays in the foreground.
-    #[arg(short = 'f', long = "foreground")]
+    /// Stay in the foreground. Without it the server forks into the
+    /// background once it accepts connections, as nbdkit (--run, -s,
+    /// socket activation and --exit-with-parent stay in the foreground).
+    #[arg(short = 'f', long = "foreground", visible_alias = "no-fork")]
     pub foreground: bool,
+    /// Exit when the parent process exits (stays in the foreground).
+    #[arg(long = "exit-with-parent")]
+    pub exit_with_parent: bool,
+    /// Handshake flags offered (nbdkit's option; accepted, nbdscript always
+    /// offers FIXED_NEWSTYLE and NO_ZEROES).
+    #[arg(long = "mask-handshake", value_name = "MASK")]
+    pub mask_handshake: Option<String>,
+    /// Newstyle protocol (the only one nbdscript speaks; accepted).
+    #[arg(short = 'n', long = "newstyle")]
+    pub newstyle: bool,
+    /// Oldstyle protocol: not supported (an error).
+    #[arg(short = 'o', long = "oldstyle")]
+    pub oldstyle: bool,
+    /// nbdkit debug flag NAME.FLAG=N (accepted; each warns that it was not used).
+    #[arg(short = 'D', long = "debug", value_name = "NAME.FLAG=N")]
+    pub debug: Vec<String>,
+    /// Print the version of nbdscript and of each layer named, then exit.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+    /// Print nbdscript's build configuration as KEY=VALUE lines, then exit.
+    #[arg(long = "dump-config")]
+    pub dump_config: bool,
     /// Stack a filter (built-in name or .rhai path); repeatable; the first is nearest the client.
     #[arg(long = "filter", value_name = "NAME|PATH")]
     pub filters: Vec<String>,
@@ -153,7 +177,7 @@ fn help_text() -> String {
     }
     s += "\nScripts: any PLUGIN containing '/' or ending in .rhai is a Rhai script ('-' reads one\n\
           from stdin); see README.md for the script API.\n\
-          Examples:\n  nbdscript memory 1G -U /tmp/sock\n  nbdscript -U - data '( 0x55 0xAA )*256' --run 'nbdinfo $uri'\n  \
+          Examples:\n  nbdscript -f memory 1G -U /tmp/sock    (without -f: forks into the background once ready)\n  nbdscript -U - data '( 0x55 0xAA )*256' --run 'nbdinfo $uri'\n  \
           nbdscript data '1 2 3 @0x1000 4' --hexdump\n  ./examples/ramdisk.rhai -U - size=64M --run 'nbdinfo $uri'\n";
     s
 }
@@ -207,7 +231,185 @@ fn is_config_key(k: &str) -> bool {
         && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '.' | '_' | '-'))
 }
 
+/// `unknown plugin "memroy"` unless `name` is a built-in, a script path
+/// or a library script: said before anything about its parameters.
+fn check_plugin_exists(name: &str) -> Result<(), ConfigError> {
+    if plugins::find(name).is_some() || is_script(name) || crate::script::is_stdlib_plugin(name) {
+        return Ok(());
+    }
+    Err(ConfigError::new(format!(
+        "unknown plugin {name:?}: see `nbdscript --help` for the built-in plugins, or give a path to a .rhai script"
+    )))
+}
+
+fn check_filter_exists(name: &str) -> Result<(), ConfigError> {
+    if filters::find(name).is_some() || is_script(name) || crate::script::is_stdlib_filter(name) {
+        return Ok(());
+    }
+    Err(ConfigError::new(format!(
+        "unknown filter {name:?}: see `nbdscript --help` for the built-in filters, or give a path to a .rhai file"
+    )))
+}
+
+/// `-D NAME.FLAG=N`, checked as nbdkit does; returns `NAME.FLAG`.
+fn debug_flag(arg: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError::new(format!(
+            "-D {arg}: a debug flag must have the format NAME.FLAG=N"
+        ))
+    };
+    let (name_flag, n) = arg.split_once('=').ok_or_else(bad)?;
+    let (name, flag) = name_flag.split_once('.').ok_or_else(bad)?;
+    if name.is_empty() || flag.is_empty() || n.is_empty() {
+        return Err(bad());
+    }
+    crate::params::parse_int(n).map_err(|_| bad())?;
+    Ok(name_flag.to_string())
+}
+
+/// A layer for `--version`: a script by its path, a built-in by its name.
+fn version_line(name: &str) -> String {
+    format!("{name} {}", env!("CARGO_PKG_VERSION"))
+}
+
 impl Args {
+    /// Fork into the background once ready (nbdkit's default)?
+    pub fn daemonize(&self) -> bool {
+        !(self.foreground
+            || self.exit_with_parent
+            || self.single
+            || self.run.is_some()
+            || self.dump_plugin
+            || self.hexdump.is_some()
+            || self.version
+            || self.dump_config
+            || std::env::var_os("LISTEN_FDS").is_some())
+    }
+
+    /// The `KEY=VALUE` words after the plugin name; a bare value anywhere
+    /// goes to the plugin's magic key, as in nbdkit.
+    fn params(&self, plugin_name: &str) -> Result<Params, ConfigError> {
+        let magic = plugins::find(plugin_name)
+            .and_then(|d| d.magic_key)
+            .or_else(|| crate::script::stdlib_magic_key(plugin_name));
+        let mut items = Vec::new();
+        for w in self.words.iter().skip(1) {
+            match w.split_once('=') {
+                Some((k, v)) if is_config_key(k) => items.push((k.to_string(), v.to_string())),
+                _ => match magic {
+                    Some(k) => items.push((k.to_string(), w.clone())),
+                    None => {
+                        return Err(ConfigError::new(format!(
+                            "unexpected argument {w:?}: parameters are KEY=VALUE ({plugin_name} has no magic key for a bare value)"
+                        )))
+                    }
+                },
+            }
+        }
+        Ok(Params::new(items))
+    }
+
+    /// Checks shared by every mode: debug flags (`NAME.FLAG` of each, for
+    /// the warning that it was not used), `--oldstyle`, `--mask-handshake`.
+    pub fn check_flags(&self) -> Result<Vec<String>, ConfigError> {
+        if self.oldstyle {
+            return Err(ConfigError::new(
+                "--oldstyle: nbdscript speaks only the newstyle protocol",
+            ));
+        }
+        if let Some(m) = &self.mask_handshake {
+            crate::params::parse_int(m)
+                .map_err(|_| ConfigError::new(format!("--mask-handshake={m}: not a number")))?;
+        }
+        if self.dump_plugin
+            && (self.single || self.run.is_some() || self.unix.is_some() || self.port.is_some())
+        {
+            return Err(ConfigError::new(
+                "--dump-plugin, -p, --run, -s or -U options cannot be used in this combination",
+            ));
+        }
+        self.debug.iter().map(|d| debug_flag(d)).collect()
+    }
+
+    /// `--version`: nbdscript's version, then one line per filter and the
+    /// plugin, each of which must exist (so `nbdscript PLUGIN --version`
+    /// probes for a plugin, as with nbdkit).
+    pub fn version_lines(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out = vec![version_line("nbdscript")];
+        let plugin = self.words.first();
+        if let Some(p) = plugin {
+            check_plugin_exists(p)?;
+        }
+        for f in &self.filters {
+            check_filter_exists(f)?;
+            out.push(version_line(filters::find(f).map(|d| d.name).unwrap_or(f)));
+        }
+        if let Some(p) = plugin {
+            out.push(version_line(plugins::find(p).map(|d| d.name).unwrap_or(p)));
+        }
+        Ok(out)
+    }
+
+    /// `--dump-plugin`: nbdkit's keys for the plugin, its parameters, then
+    /// what the plugin itself reports ([`Plugin::dump`], the hook script
+    /// plugins fill) when it can be built from the parameters given. A
+    /// built-in's required parameters are not needed.
+    pub fn dump_plugin_lines(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let name = self.words.first().ok_or_else(|| {
+            ConfigError::new("--dump-plugin: name a plugin, e.g. `nbdscript memory --dump-plugin`")
+        })?;
+        check_plugin_exists(name)?;
+        for f in &self.filters {
+            check_filter_exists(f)?;
+        }
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let native = plugins::find(name);
+        let mut out = vec![kv("name", name), kv("version", env!("CARGO_PKG_VERSION"))];
+        let params = self.params(name)?;
+        match native {
+            Some(d) => {
+                out.push(kv("api_version", "2"));
+                out.push(kv("max_thread_model", "parallel"));
+                out.push(kv("thread_model", "parallel"));
+                out.push(kv("errno_is_preserved", "1"));
+                if let Some(m) = d.magic_key {
+                    out.push(kv("magic_config_key", m));
+                }
+                for h in [
+                    "has_config",
+                    "has_config_complete",
+                    "has_config_help",
+                    "has_dump_plugin",
+                    "has_open",
+                    "has_get_size",
+                    "has_pread",
+                ] {
+                    out.push(kv(h, "1"));
+                }
+                for (k, help) in d.params {
+                    out.push((format!("param.{k}"), help.to_string()));
+                }
+                out.extend(plugins::dump_static(d.name).iter().map(|(k, v)| kv(k, v)));
+                for f in &self.filters {
+                    out.push(kv("filter", filters::find(f).map(|d| d.name).unwrap_or(f)));
+                }
+                // What the plugin reports about itself, when the
+                // parameters given are enough to build it.
+                if let Ok(p) = (d.make)(&params) {
+                    out.extend(p.dump());
+                }
+            }
+            None => {
+                for f in &self.filters {
+                    out.push(kv("filter", f));
+                }
+                let p = crate::script::load_plugin(name, &params, &self.script_flags())?;
+                out.extend(p.dump());
+            }
+        }
+        Ok(out)
+    }
+
     pub fn script_flags(&self) -> ScriptFlags {
         ScriptFlags {
             watch: !self.no_watch,
@@ -223,31 +425,9 @@ impl Args {
         let plugin_name = words.next().ok_or_else(|| {
             ConfigError::new("no plugin given: try `nbdscript memory 1G` or `nbdscript --help`")
         })?;
-        let mut items = Vec::new();
         let native = plugins::find(plugin_name);
-        for (i, w) in words.enumerate() {
-            match w.split_once('=') {
-                Some((k, v)) if is_config_key(k) => items.push((k.to_string(), v.to_string())),
-                _ => {
-                    let magic = native
-                        .and_then(|d| d.magic_key)
-                        .or_else(|| crate::script::stdlib_magic_key(plugin_name));
-                    match (i, magic) {
-                        (0, Some(k)) => items.push((k.to_string(), w.clone())),
-                        _ => {
-                            return Err(ConfigError::new(format!(
-                                "unexpected argument {w:?}: parameters are KEY=VALUE{}",
-                                match magic {
-                                    Some(k) => format!(" (only the first bare value goes to {k}=)"),
-                                    None => String::new(),
-                                }
-                            )))
-                        }
-                    }
-                }
-            }
-        }
-        let all = Params::new(items);
+        check_plugin_exists(plugin_name)?;
+        let all = self.params(plugin_name)?;
         let sf = self.script_flags();
 
         // Filters take their own keys; the plugin gets the rest.
@@ -301,7 +481,7 @@ impl Args {
             ListenSpec::Unix(None)
         } else {
             ListenSpec::Tcp(
-                self.ipaddr.clone().unwrap_or_else(|| "0.0.0.0".into()),
+                self.ipaddr.clone().unwrap_or_else(|| "::".into()),
                 self.port.unwrap_or(10809),
             )
         };

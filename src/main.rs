@@ -1,5 +1,9 @@
-//! nbdscript's entry point: parse the command line, then serve (or print a
-//! hexdump / plugin dump). anyhow only here and in cli.rs.
+//! nbdscript's entry point: parse the command line, fork into the
+//! background as nbdkit does unless told otherwise, then serve (or print a
+//! version, configuration, hexdump or plugin dump). anyhow only here and in
+//! cli.rs.
+
+mod daemon;
 
 use anyhow::Context;
 use nbdscript::cli::{self, Config, ListenSpec};
@@ -14,6 +18,35 @@ use tokio::sync::watch;
 fn main() -> ExitCode {
     let args = cli::parse();
     init_tracing(args.verbose);
+    let debug_flags = match args.check_flags() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("nbdscript: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.version || args.dump_config || args.dump_plugin {
+        return print_info(&args);
+    }
+    if args.exit_with_parent {
+        if let Err(e) = daemon::exit_with_parent() {
+            eprintln!("nbdscript: --exit-with-parent: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    // Fork before anything starts a thread (plugins may, tokio does): the
+    // daemon does all the work, the parent only waits for it to be ready.
+    let daemon = if args.daemonize() {
+        match daemon::fork(args.verbose) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("nbdscript: cannot fork into the background: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let config = match args.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -21,7 +54,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match real_main(config) {
+    for d in debug_flags {
+        eprintln!("nbdscript: warning: debug flag -D {d} was not used");
+    }
+    match real_main(config, daemon) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nbdscript: {e:#}");
@@ -40,16 +76,58 @@ fn init_tracing(verbose: bool) {
         .try_init();
 }
 
-fn real_main(config: Config) -> anyhow::Result<ExitCode> {
-    if config.dump_plugin {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "name={}", config.plugin_name)?;
-        writeln!(out, "version={}", env!("CARGO_PKG_VERSION"))?;
-        for (k, v) in &config.dump {
-            writeln!(out, "{k}={v}")?;
+/// `--version`, `--dump-config`, `--dump-plugin`: print, then exit (1 when
+/// a layer named does not exist or cannot be loaded).
+fn print_info(args: &cli::Args) -> ExitCode {
+    let lines = if args.version {
+        args.version_lines()
+    } else if args.dump_config {
+        Ok(dump_config())
+    } else {
+        args.dump_plugin_lines()
+            .map(|l| l.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    };
+    match lines {
+        Ok(lines) => {
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                let _ = writeln!(out, "{l}");
+            }
+            ExitCode::SUCCESS
         }
-        return Ok(ExitCode::SUCCESS);
+        Err(e) => {
+            eprintln!("nbdscript: {e}");
+            ExitCode::from(1)
+        }
     }
+}
+
+/// `--dump-config`: nbdkit's keys that apply to nbdscript.
+fn dump_config() -> Vec<String> {
+    let v = env!("CARGO_PKG_VERSION");
+    let mut parts = v.split('.');
+    let binary = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let host_os = if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        "linux-gnu"
+    } else {
+        std::env::consts::OS
+    };
+    vec![
+        format!("binary={binary}"),
+        "exit_with_parent=yes".into(),
+        format!("host_cpu={}", std::env::consts::ARCH),
+        format!("host_os={host_os}"),
+        "name=nbdscript".into(),
+        format!("version={v}"),
+        format!("version_major={}", parts.next().unwrap_or("0")),
+        format!("version_minor={}", parts.next().unwrap_or("0")),
+        "zstd=yes".into(),
+    ]
+}
+
+fn real_main(config: Config, daemon: Option<daemon::Daemon>) -> anyhow::Result<ExitCode> {
     if let Some((off, len)) = config.hexdump {
         return hexdump(&config, off, len).map(|_| ExitCode::SUCCESS);
     }
@@ -58,7 +136,7 @@ fn real_main(config: Config) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(config.threads)
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(config))
+    rt.block_on(serve(config, daemon))
 }
 
 fn hexdump(config: &Config, off: u64, len: Option<u64>) -> anyhow::Result<()> {
@@ -133,7 +211,7 @@ fn uri(listen: &Listener, sock: Option<&PathBuf>, export: &str) -> String {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Result<ExitCode> {
     let (tx, rx) = watch::channel(false);
     let mut _tmp = None;
     let mut sock_path = None;
@@ -180,6 +258,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{the_uri}");
         let _ = o.flush();
+    }
+    if let Some(d) = daemon.as_mut() {
+        d.ready();
     }
     let shared = Arc::new(Shared {
         config: ServerConfig {

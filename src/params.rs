@@ -143,6 +143,24 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// An integer as nbdkit's `nbdkit_parse_int` reads one (C's `strtol` with
+/// base 0): decimal, `0x` hex, or a leading `0` for octal; an optional sign.
+pub fn parse_int(s: &str) -> Result<i64, String> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<i64>()
+    }
+    .map_err(|_| format!("{s:?} is not an integer"))?;
+    Ok(if neg { -v } else { v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +189,17 @@ mod tests {
         let p = Params::new(vec![("size".into(), "1M".into()), ("x".into(), "y".into())]);
         let e = p.check_known("memory", &["size"]).unwrap_err();
         assert!(e.0.contains("x=y") && e.0.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn parse_int_reads_like_strtol_base_0() {
+        use super::parse_int;
+        assert_eq!(parse_int("10"), Ok(10));
+        assert_eq!(parse_int("0x1F"), Ok(31));
+        assert_eq!(parse_int("010"), Ok(8));
+        assert_eq!(parse_int("-3"), Ok(-3));
+        assert_eq!(parse_int("0"), Ok(0));
+        assert!(parse_int("1k").is_err());
+        assert!(parse_int("").is_err());
     }
 }

@@ -372,6 +372,7 @@ fn pidfile_single_and_socket_activation() {
     let sock = dir.path().join("s");
     let mut child = nbdscript()
         .args([
+            "-f",
             "-P",
             pid.to_str().unwrap(),
             "-U",

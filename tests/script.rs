@@ -26,6 +26,7 @@ impl LiveServer {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
         let mut child = nbdscript()
+            .arg("-f")
             .arg("-U")
             .arg(&sock)
             .arg("--print-uri")

@@ -6,6 +6,7 @@ mod common;
 mod contain;
 mod core;
 mod datastr;
+mod dropin;
 mod filters;
 mod protocol;
 mod remote;

@@ -64,3 +64,13 @@ pub fn find(name: &str) -> Option<&'static PluginDef> {
         .iter()
         .find(|d| d.name == name || d.aliases.contains(&name))
 }
+
+/// `--dump-plugin` keys a built-in has whatever its parameters, as nbdkit
+/// prints them (what scripts probe for: `mlock=yes`, `data_base64=yes`).
+pub fn dump_static(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "memory" => &[("mlock", "yes"), ("zstd", "yes")],
+        "data" => &[("data_base64", "yes"), ("zstd", "yes")],
+        _ => &[],
+    }
+}

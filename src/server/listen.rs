@@ -31,9 +31,17 @@ impl Listener {
         Ok(Listener::Unix(l, path))
     }
 
-    /// Bind TCP on `addr:port` (TCP_NODELAY is set per connection).
+    /// Bind TCP on `addr:port` (TCP_NODELAY is set per connection). `::`
+    /// (the default) is one dual-stack socket taking IPv6 and IPv4
+    /// clients, as nbdkit listens on both; on a host without IPv6 it
+    /// falls back to `0.0.0.0`.
     pub async fn tcp(addr: &str, port: u16) -> std::io::Result<Listener> {
-        let l = TcpListener::bind((addr, port)).await?;
+        let l = match TcpListener::bind((addr, port)).await {
+            Err(e) if addr == "::" && e.kind() != std::io::ErrorKind::AddrInUse => {
+                TcpListener::bind(("0.0.0.0", port)).await?
+            }
+            r => r?,
+        };
         Ok(Listener::Tcp(l))
     }
 

@@ -36,7 +36,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `nbdscript -U SOCK --print-uri ARGS...` and wait until it prints
+    /// Start `nbdscript -f -U SOCK --print-uri ARGS...` and wait until it prints
     /// its URI (it does so once the socket accepts connections).
     pub fn start(args: &[&str]) -> Server {
         match Self::try_start(args) {
@@ -55,7 +55,8 @@ impl Server {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let sock = dir.path().join("nbd.sock");
         let mut cmd = nbdscript();
-        cmd.arg("-U")
+        cmd.arg("-f")
+            .arg("-U")
             .arg(&sock)
             .arg("--print-uri")
             .args(args)

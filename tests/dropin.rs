@@ -1,0 +1,227 @@
+//! nbdkit's command line as scripts written for nbdkit use it: forking
+//! into the background, --exit-with-parent, -D, bare values anywhere,
+//! --dump-plugin, --version probes, --dump-config, IPv6.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Wait (bounded) until `pid` has gone.
+fn gone(pid: i32) -> bool {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn forks_into_the_background_once_ready() {
+    let d = tempfile::tempdir().unwrap();
+    let pidf = d.path().join("pid");
+    let sock = d.path().join("sock");
+    // output() waits for the parent and for stdout/stderr to close: the
+    // daemon must have let go of both.
+    let o = client(bin())
+        .args([
+            "-P",
+            pidf.to_str().unwrap(),
+            "-U",
+            sock.to_str().unwrap(),
+            "memory",
+            "1M",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let pid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid), "the pidfile names a live daemon");
+    let uri = format!("nbd+unix:///?socket={}", sock.display());
+    assert_eq!(run_ok("nbdinfo", &["--size", &uri]).trim(), "1048576");
+    sh(&format!("kill -TERM {pid}"));
+    assert!(gone(pid), "the daemon did not exit on SIGTERM");
+    assert!(!sock.exists(), "socket left behind");
+}
+
+#[test]
+fn a_daemon_that_fails_to_start_reports_it() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("sock");
+    let o = client(bin())
+        .args(["-U", sock.to_str().unwrap(), "memory", "size=lots"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("size=lots"), "{}", stderr_of(&o));
+}
+
+#[test]
+fn exit_with_parent_exits_when_the_parent_dies() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("sock");
+    // sh is the parent; the server stays in the foreground and prints its
+    // URI when ready.
+    let mut parent = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" --exit-with-parent --print-uri -U \"$1\" memory 1M & wait")
+        .arg(bin())
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(parent.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("nbd+unix://"), "{line:?}");
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // The server holds the pipe's write end until it exits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = out.read_to_end(&mut rest);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "the server outlived its parent"
+    );
+}
+
+#[test]
+fn nbdkit_flags_are_accepted() {
+    let o = run(
+        bin(),
+        &[
+            "-D",
+            "memory.foo=1",
+            "--newstyle",
+            "--mask-handshake=3",
+            "memory",
+            "1M",
+            "--run",
+            "nbdinfo --size \"$uri\"",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
+    assert!(
+        stderr_of(&o).contains("nbdscript: warning: debug flag -D memory.foo was not used"),
+        "{}",
+        stderr_of(&o)
+    );
+    let o = run(bin(), &["-D", "memory", "memory", "1M", "--run", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_of(&o).contains("-D memory: a debug flag must have the format NAME.FLAG=N"));
+}
+
+#[test]
+fn bare_values_go_to_the_magic_key_anywhere() {
+    let args = ["data", "size=512", "1 2 3"];
+    let ours = nbdscript_bytes(&args).unwrap();
+    assert_eq!(ours, nbdkit_bytes(&args).unwrap());
+    assert_eq!(&ours[..4], &[1, 2, 3, 0]);
+    assert_eq!(ours.len(), 512);
+    let o = run(bin(), &["memroy", "1M", "size=2", "--run", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_of(&o).starts_with("nbdscript: unknown plugin \"memroy\""),
+        "{}",
+        stderr_of(&o)
+    );
+}
+
+#[test]
+fn dump_plugin_needs_no_parameters_and_has_nbdkit_keys() {
+    let out = run_ok(bin(), &["curl", "--dump-plugin"]);
+    assert!(out.contains("thread_model=parallel"), "{out}");
+    assert!(out.contains("magic_config_key=url"), "{out}");
+    assert!(out.contains("param.url="), "{out}");
+    let out = run_ok(bin(), &["memory", "--dump-plugin"]);
+    for want in [
+        "name=memory",
+        "mlock=yes",
+        "magic_config_key=size",
+        "has_pread=1",
+        "param.allocator=",
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(want)), "{want}: {out}");
+    }
+    let o = run(bin(), &["--dump-plugin", "-s", "null"]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(stderr_of(&o).contains("cannot be used in this combination"));
+}
+
+#[test]
+fn version_probes_layers() {
+    let out = run_ok(bin(), &["--filter=log", "null", "--version"]);
+    let v = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            format!("nbdscript {v}"),
+            format!("log {v}"),
+            format!("null {v}")
+        ]
+    );
+    let o = run(bin(), &["nosuchplugin", "--version"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_of(&o).contains("unknown plugin \"nosuchplugin\""));
+    let o = run(bin(), &["--filter=nosuchfilter", "null", "--version"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_of(&o).contains("unknown filter \"nosuchfilter\""));
+    let out = run_ok(bin(), &["--dump-config"]);
+    assert!(out.lines().any(|l| l == "host_os=linux-gnu"), "{out}");
+    assert!(out.lines().any(|l| l == format!("version={v}")), "{out}");
+}
+
+#[test]
+fn tcp_listens_on_ipv6_and_ipv4() {
+    let mut child = nbdscript()
+        .args(["-f", "-p", "0", "--print-uri", "memory", "1M"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    for host in ["[::1]", "127.0.0.1"] {
+        let out = run(
+            "qemu-img",
+            &["info", "--output=json", &format!("nbd://{host}:{port}")],
+        );
+        assert!(out.status.success(), "{host}: {}", stderr_of(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"virtual-size\": 1048576"));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

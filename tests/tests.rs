@@ -12,5 +12,6 @@ mod protocol;
 mod remote;
 mod s3;
 mod script;
+mod script_authoring;
 mod sparse;
 mod torrent;

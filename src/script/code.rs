@@ -11,7 +11,7 @@ use super::{ScriptOptions, ScriptSource};
 use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
 use arc_swap::ArcSwap;
-use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Scope, AST};
+use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Module, Position, Scope, AST};
 use std::sync::Arc;
 
 /// Plugin or filter: filters get `next` as the first argument.
@@ -264,16 +264,81 @@ fn compile(
     let engine = engine::build(opts, source.dir(), imports.clone(), text);
     // Compiling runs imported modules' top level, then the script's own
     // (once, never again per call): both on the script stack, in time.
+    // What the top level declares is then visible in every callback.
     stack::run(|| {
         budget::with_deadline(opts.timeout, || {
             let ast = engine::compile(&engine, text, name)?;
-            let code = Code::new(engine, ast, kind, name)?;
+            let mut code = Code::new(engine, ast, kind, name)?;
+            let mut scope = Scope::new();
             code.engine
-                .run_ast_with_scope(&mut Scope::new(), &code.ast)
+                .run_ast_with_scope(&mut scope, &code.ast)
                 .map_err(|e| host::to_backend_error(&e, name, "top level").message)?;
+            top_level_visible(&mut code.engine, &scope, text, name)?;
             Ok(code)
         })
     })
+}
+
+/// Make a script's top-level `const`/`let` values and `import ... as name`
+/// modules visible inside its functions (rhai functions see neither): the
+/// values become a global module's variables (looked up only when a name
+/// is not a local), the imports static modules. Both are re-made by every
+/// compile, so a reload re-evaluates them.
+fn top_level_visible(
+    engine: &mut Engine,
+    scope: &Scope,
+    text: &str,
+    name: &str,
+) -> Result<(), String> {
+    let mut vars = Module::new();
+    for (var, _constant, value) in scope.iter() {
+        vars.set_var(var, value);
+    }
+    let mut modules = Vec::new();
+    for (line, path, alias) in top_level_imports(text) {
+        let m = engine
+            .module_resolver()
+            .resolve(engine, Some(name), &path, Position::new(line, 1))
+            .map_err(|e| host::to_backend_error(&e, name, "import").message)?;
+        modules.push((alias, m));
+    }
+    if !vars.is_empty() {
+        engine.register_global_module(vars.into());
+    }
+    for (alias, m) in modules {
+        engine.register_static_module(alias, m);
+    }
+    Ok(())
+}
+
+/// `import "PATH" as NAME` statements at the start of a line, with their
+/// line numbers.
+fn top_level_imports(text: &str) -> Vec<(u16, String, String)> {
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("import") else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let Some(rest) = rest.strip_prefix('"') else {
+            continue;
+        };
+        let Some((path, rest)) = rest.split_once('"') else {
+            continue;
+        };
+        let Some(alias) = rest.trim_start().strip_prefix("as") else {
+            continue;
+        };
+        let alias: String = alias
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !alias.is_empty() {
+            v.push((u16::try_from(i + 1).unwrap_or(u16::MAX), path.to_string(), alias));
+        }
+    }
+    v
 }
 
 /// The most arguments a callback takes (`next, h, count, offset, flags`).

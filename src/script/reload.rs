@@ -1,10 +1,14 @@
 //! Live reload: a notify watcher on the script's directory (and those of
-//! the files it imports); a change is compiled on the watcher's own thread,
-//! never on the request path, and swapped in atomically by `Host::reload`.
-//! A broken version is refused with file:line:col in the log. Only
-//! `src/script/` may import rhai; no tokio here.
+//! the files it imports). Events are filtered in the watcher's callback:
+//! only the script and its imports count, so a busy directory (a log file
+//! next to the script) never delays or triggers a reload. A change is
+//! compiled on the reload thread, never on the request path, and swapped
+//! in atomically by `Host::reload`. A broken version is refused with
+//! file:line:col in the log. Only `src/script/` may import rhai; no tokio
+//! here.
 
 use super::code::Host;
+use super::engine::Imports;
 use super::ScriptSource;
 use crate::params::ConfigError;
 use notify::event::{AccessKind, AccessMode, EventKind};
@@ -34,9 +38,10 @@ pub fn watch(host: &Arc<Host>) -> Result<Option<Watch>, ConfigError> {
     }
     let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
     let (tx, rx) = channel();
+    let (imports, watched) = (host.imports.clone(), file.clone());
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            let _ = tx.send(ev);
+        if let Some(import) = ev.ok().and_then(|ev| relevant(&ev, &watched, &imports)) {
+            let _ = tx.send(import);
         }
     })
     .map_err(|e| {
@@ -86,7 +91,7 @@ fn add_dirs(
 
 /// Whether the event concerns the script (`Some(false)`) or a file it
 /// imports (`Some(true)`).
-fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> Option<bool> {
+fn relevant(ev: &notify::Event, file: &Path, imports: &Imports) -> Option<bool> {
     let kind_ok = matches!(
         ev.kind,
         EventKind::Create(_)
@@ -97,31 +102,29 @@ fn relevant(ev: &notify::Event, file: &Path, host: &Host) -> Option<bool> {
     if !kind_ok {
         return None;
     }
-    let imports = host.imports.lock().map(|s| s.clone()).unwrap_or_default();
-    if ev.paths.iter().any(|p| imports.contains(p)) {
-        return Some(true);
+    if ev.paths.iter().any(|p| p == file) {
+        return Some(false);
     }
-    ev.paths.iter().any(|p| p == file).then_some(false)
+    let imports = imports.lock().ok()?;
+    ev.paths.iter().any(|p| imports.contains(p)).then_some(true)
 }
 
 fn run(
-    rx: Receiver<notify::Event>,
+    rx: Receiver<bool>,
     host: Weak<Host>,
     file: PathBuf,
     watcher: Weak<Mutex<notify::RecommendedWatcher>>,
     mut dirs: BTreeSet<PathBuf>,
     mut last: Option<String>,
 ) {
-    while let Ok(ev) = rx.recv() {
+    while let Ok(mut import) = rx.recv() {
         let Some(h) = host.upgrade() else { return };
-        let Some(mut import) = relevant(&ev, &file, &h) else {
-            continue;
-        };
-        // Wait for the writes of one save to settle.
+        // Wait for the writes of one save to settle (only events on the
+        // watched files arrive here).
         loop {
             match rx.recv_timeout(QUIET) {
-                Ok(ev) => {
-                    import |= relevant(&ev, &file, &h) == Some(true);
+                Ok(i) => {
+                    import |= i;
                     continue;
                 }
                 Err(RecvTimeoutError::Timeout) => break,

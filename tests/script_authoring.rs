@@ -70,19 +70,6 @@ impl Live {
             }
         }
     }
-
-    /// Every log line that arrives within `wait`.
-    fn lines_for(&self, wait: Duration) -> Vec<String> {
-        let end = std::time::Instant::now() + wait;
-        let mut v = Vec::new();
-        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(l) => v.push(l),
-                Err(_) => break,
-            }
-        }
-        v
-    }
 }
 
 impl Drop for Live {
@@ -136,7 +123,10 @@ for i in range(1, 21):
 print("%.1f" % (worst * 1000))
 "#
     );
-    let out = run("/usr/bin/python3", &["-c", &prog, &s.uri, path.to_str().unwrap()]);
+    let out = run(
+        "/usr/bin/python3",
+        &["-c", &prog, &s.uri, path.to_str().unwrap()],
+    );
     let _ = noise.kill();
     let _ = noise.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -335,7 +335,11 @@ fn top_level_imports(text: &str) -> Vec<(u16, String, String)> {
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
         if !alias.is_empty() {
-            v.push((u16::try_from(i + 1).unwrap_or(u16::MAX), path.to_string(), alias));
+            v.push((
+                u16::try_from(i + 1).unwrap_or(u16::MAX),
+                path.to_string(),
+                alias,
+            ));
         }
     }
     v

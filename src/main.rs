@@ -66,12 +66,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log to stderr: warnings, plus what scripts say (`print()`, accepted
+/// and refused reloads: target `script` at info); `-v` for everything;
+/// `RUST_LOG` overrides. Colour only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty.
 fn init_tracing(verbose: bool) {
-    let default = if verbose { "debug" } else { "warn" };
+    use std::io::IsTerminal;
+    let default = if verbose { "debug" } else { "warn,script=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

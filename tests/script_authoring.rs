@@ -72,6 +72,34 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Run each python statement on one nbdsh connection; the errno name
+    /// each raised ("ok" when none).
+    fn nbdsh_errnos(&self, stmts: &[&str]) -> Vec<String> {
+        let mut py = String::from(
+            "import errno\ndef many(n, off):\n    for i in range(n):\n        try:\n            h.pread(512, off)\n        except nbd.Error:\n            pass\n",
+        );
+        for st in stmts {
+            py.push_str(&format!(
+                "try:\n    {st}\n    print('ok')\nexcept nbd.Error as e:\n    print(errno.errorcode[e.errnum])\n"
+            ));
+        }
+        let out = client("nbdsh")
+            .args(["-u", &self.uri, "-c", &py])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -189,4 +217,269 @@ print(h.pread(4, 0).hex())
     out.read_line(&mut l).unwrap();
     assert_eq!(l.trim(), "0a0a0a0a");
     assert!(c.wait().unwrap().success());
+}
+
+/// `path` holds `text`; returns the path as a string.
+fn script(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    write(&p, text);
+    p.to_str().unwrap().to_string()
+}
+
+/// Broken contracts, size limits and budgets are logged at the default
+/// level as `file:line:col: callback: message` (the callback's own
+/// position when the fault is in what it returned); the client gets EIO
+/// for a broken contract; a line repeated per request is rate-limited.
+#[test]
+fn contract_and_budget_errors_are_logged_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "c.rhai",
+        r#"fn get_size(h) { 1048576 }
+fn pread(h, count, offset) {
+  if offset == 0 { return "not a blob" }
+  if offset == 512 { return blob(10) }
+  if offset == 1024 { return pattern(1 << 40, blob(1)) }
+  if offset == 1536 { loop { } }
+  blob(count)
+}
+"#,
+    );
+    let s = Live::start(&["--max-operations", "100000", &p]);
+    let out = s.nbdsh_errnos(&[
+        "h.pread(512, 0)",
+        "h.pread(512, 512)",
+        "h.pread(512, 1024)",
+        "h.pread(512, 1536)",
+    ]);
+    assert_eq!(out, ["EIO", "EIO", "EINVAL", "EIO"]);
+    s.wait_log(&format!(
+        "{p}:2:1: pread: returned string; expected a Blob of 512 bytes (the client gets EIO)"
+    ));
+    s.wait_log(&format!(
+        "{p}:2:1: pread: returned 10 bytes for a read of 512 at offset 512; return exactly count bytes (the client gets EIO)"
+    ));
+    s.wait_log(&format!(
+        "{p}:5:30: pread: pattern: 1099511627776 bytes is too large (the client gets EINVAL)"
+    ));
+    // A budget stops the call where no position is known: the callback's.
+    s.wait_log(&format!(
+        "{p}:2:1: pread: stopped: too many operations (--max-operations) (the client gets EIO)"
+    ));
+
+    // 200 identical failures: one line, then "(repeated N times)".
+    let out = s.nbdsh_errnos(&["many(200, 0)"]);
+    assert_eq!(out, ["ok"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = s.nbdsh_errnos(&["h.pread(512, 0)"]);
+    assert_eq!(out, ["EIO"]);
+    let l = s.wait_log("repeated");
+    let head = format!("{p}:2:1: pread: returned string; expected a Blob of 512 bytes (the client gets EIO) (repeated ");
+    assert!(l.contains(&head), "{l}");
+    let n: u64 = l[l.find(&head).unwrap() + head.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=200).contains(&n), "{l}");
+    let rest: Vec<String> = s.log.try_iter().collect();
+    assert!(
+        rest.iter().all(|l| !l.contains("returned string")),
+        "not rate-limited: {rest:#?}"
+    );
+}
+
+/// `get_size` returning "1Q" and `can_fua` returning "sometimes": clear
+/// messages at the callback, and the client cannot connect.
+#[test]
+fn bad_answers_at_negotiation_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "q.rhai",
+        "fn get_size(h) { \"1Q\" }\nfn pread(h, count, offset) { blob(count) }\n",
+    );
+    let s = Live::start(&[&p]);
+    let out = run("nbdinfo", &[&s.uri]);
+    assert!(!out.status.success());
+    s.wait_log(&format!(
+        "{p}:1:1: get_size: returned \"1Q\", which is not a size: could not parse size \"1Q\": unknown suffix \"Q\" (use k, M, G, T, P or E) (the client gets EIO)"
+    ));
+    let p = script(
+        dir.path(),
+        "f.rhai",
+        "fn get_size(h) { 512 }\nfn pread(h, count, offset) { blob(count) }\nfn pwrite(h, b, o) { }\n  fn can_fua(h) { \"sometimes\" }\n",
+    );
+    let s = Live::start(&[&p]);
+    let out = run("nbdinfo", &[&s.uri]);
+    assert!(!out.status.success());
+    s.wait_log(&format!(
+        "{p}:4:3: can_fua: returned string \"sometimes\"; expected true, false, \"none\", \"emulate\" or \"native\" (the client gets EIO)"
+    ));
+}
+
+/// A function named like a misspelled callback gets a warning at load.
+#[test]
+fn misspelled_callbacks_get_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "typo.rhai",
+        "fn get_size(h) { 512 }\nfn pread(h, count, offset) { blob(count) }\nfn pwirte(h, buf, offset) { }\nfn pred(h, c, o) { }\nfn get_sise(h) { 1 }\n  fn can_wirte(h) { true }\nfn helper(x) { x }\n",
+    );
+    let s = Live::start(&[&p]);
+    for (line, bad, good) in [
+        ("3:1", "pwirte", "pwrite"),
+        ("4:1", "pred", "pread"),
+        ("5:1", "get_sise", "get_size"),
+        ("6:3", "can_wirte", "can_write"),
+    ] {
+        s.wait_log(&format!(
+            "{p}:{line}: fn {bad} is not a callback, so it is never called; did you mean {good}?"
+        ));
+    }
+    // The export is read-only, as the script says.
+    assert_eq!(s.nbdsh_errnos(&["h.pwrite(b'x', 0)"]), ["EPERM"]);
+}
+
+/// At the default level: accepted and refused reloads, print(), and what a
+/// reload changes for live connections, one line each, without colour on
+/// a pipe.
+#[test]
+fn reloads_and_print_are_logged_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = "fn config(p) { #{ d: disk(65536) } }\nfn get_size(h) { h.d.size() }\nfn pread(h, count, offset) { print(`read ${offset}`); h.d.pread(count, offset) }\nfn pwrite(h, buf, offset) { h.d.pwrite(buf, offset) }\n";
+    let p = script(dir.path(), "r.rhai", full);
+    let s = Live::start(&[&p]);
+    let py = r#"
+import sys, time, errno
+h.pwrite(b"x" * 512, 0)
+print(h.pread(512, 4096) == bytes(512), flush=True)
+sys.stdin.readline()
+try:
+    h.pwrite(b"y" * 512, 0)
+    print("written")
+except nbd.Error as e:
+    print(errno.errorcode[e.errnum])
+"#;
+    let mut c = client("nbdsh")
+        .args(["-u", &s.uri, "-c", py])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(c.stdout.take().unwrap());
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "True");
+    let printed = s.wait_log("read 4096");
+    assert!(printed.ends_with(" INFO script: read 4096"), "{printed:?}");
+    // Refused: one line with the position.
+    write(
+        Path::new(&p),
+        &full.replace("h.d.size() }", "h.d.size() +* }"),
+    );
+    let l = s.wait_log("refused");
+    assert!(
+        l.ends_with(&format!(
+            "{p}:2:30: syntax error: Unexpected '*' (this version is refused; the previous one keeps serving)"
+        )),
+        "{l:?}"
+    );
+    // Accepted, with pwrite deleted: the live connection's writes now fail.
+    let no_write = full
+        .lines()
+        .filter(|l| !l.contains("pwrite"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    write(Path::new(&p), &no_write);
+    s.wait_log(&format!(
+        "{p}: this version removes fn pwrite: connections already open negotiated writes; their writes now fail with EPERM"
+    ));
+    let l = s.wait_log("reloaded");
+    assert!(
+        l.ends_with(&format!(
+            "{p}: reloaded (the next request runs the new code)"
+        )),
+        "{l:?}"
+    );
+    use std::io::Write;
+    writeln!(c.stdin.as_mut().unwrap()).unwrap();
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "EPERM");
+    let _ = c.wait();
+    let rest: Vec<String> = s.log.try_iter().collect();
+    assert!(rest.iter().all(|l| !l.contains('\u{1b}')), "{rest:?}");
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+#[test]
+fn no_colour_unless_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "n.rhai",
+        "fn get_size(h) { 512 }\nfn pread(h, count, offset) { print(\"hi\"); blob(count) }\n",
+    );
+    let cmd = format!("{} {p} --run 'nbdcopy \"$uri\" - >/dev/null' 2>&1", bin());
+    let tty = |no_color: &str| {
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("PATH", sys_path())
+            .env("NO_COLOR", no_color)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = tty("");
+    assert!(
+        coloured.contains("hi") && coloured.contains('\u{1b}'),
+        "{coloured:?}"
+    );
+    let plain = tty("1");
+    assert!(
+        plain.contains("hi") && !plain.contains('\u{1b}'),
+        "{plain:?}"
+    );
+}
+
+/// A changed `config` is reported as taking effect at restart; removing
+/// `config` and putting the original back is accepted.
+#[test]
+fn config_edits_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = |cfg: &str| {
+        format!(
+            "{cfg}\nfn get_size(h) {{ 512 }}\nfn pread(h, count, offset) {{ blob(count, 1) }}\n"
+        )
+    };
+    let orig = "fn config(p) { #{ n: 1 } }";
+    let p = script(dir.path(), "cfg.rhai", &v(orig));
+    let s = Live::start(&[&p]);
+    write(Path::new(&p), &v("fn config(p) { #{ n: 2 } }"));
+    s.wait_log(&format!(
+        "{p}:1:1: config: changed; config runs only at start-up, so the change takes effect at restart (the running state is kept)"
+    ));
+    s.wait_log("reloaded");
+    write(Path::new(&p), &v(&format!("// {orig}")));
+    s.wait_log("reloaded");
+    write(Path::new(&p), &v(orig));
+    let l = s.wait_log(&format!("{p}:"));
+    assert!(
+        l.ends_with(&format!(
+            "{p}: reloaded (the next request runs the new code)"
+        )),
+        "{l:?}"
+    );
+    let p2 = script(dir.path(), "nocfg.rhai", &v(""));
+    let s2 = Live::start(&[&p2]);
+    write(Path::new(&p2), &v(orig));
+    s2.wait_log(&format!(
+        "{p2}:1:1: this version adds fn config(), which runs only at start-up; restart nbdscript to use it (this version is refused; the previous one keeps serving)"
+    ));
+    assert_eq!(read_all(&s.uri), vec![1u8; 512]);
 }

@@ -73,6 +73,8 @@ pub struct Code {
     pub ast: AST,
     /// Arity of each callback the script defines.
     arity: [Option<u8>; SPECS.len()],
+    /// Where each callback is defined (line, column of `fn`).
+    fn_pos: [Option<(usize, usize)>; SPECS.len()],
 }
 
 impl Code {
@@ -104,7 +106,12 @@ impl Code {
         if !bad.is_empty() {
             return Err(format!("{file}: {}", bad.join("; ")));
         }
-        let code = Code { engine, ast, arity };
+        let code = Code {
+            engine,
+            ast,
+            arity,
+            fn_pos: [None; SPECS.len()],
+        };
         if kind == Kind::Plugin {
             for cb in [Cb::GetSize, Cb::Pread] {
                 if !code.has(cb) {
@@ -125,6 +132,149 @@ impl Code {
     pub fn arity(&self, cb: Cb) -> Option<usize> {
         self.arity[cb as usize].map(usize::from)
     }
+
+    /// `file:line:col` of the callback's definition (`file` if unknown).
+    pub fn at(&self, file: &str, cb: Cb) -> String {
+        match self.fn_pos[cb as usize] {
+            Some((l, c)) => format!("{file}:{l}:{c}"),
+            None => file.to_string(),
+        }
+    }
+
+    /// The callbacks this version defines.
+    fn defined(&self) -> impl Iterator<Item = Cb> + '_ {
+        ALL.iter().copied().filter(|cb| self.has(*cb))
+    }
+}
+
+/// Every callback, in `SPECS` order.
+const ALL: &[Cb] = &[
+    Cb::Config,
+    Cb::Params,
+    Cb::ThreadModel,
+    Cb::Open,
+    Cb::Close,
+    Cb::GetSize,
+    Cb::CanWrite,
+    Cb::CanFlush,
+    Cb::CanTrim,
+    Cb::CanZero,
+    Cb::CanFastZero,
+    Cb::CanExtents,
+    Cb::CanFua,
+    Cb::CanMultiConn,
+    Cb::CanCache,
+    Cb::IsRotational,
+    Cb::BlockSize,
+    Cb::ExportDescription,
+    Cb::Pread,
+    Cb::Pwrite,
+    Cb::Flush,
+    Cb::Trim,
+    Cb::Zero,
+    Cb::Extents,
+    Cb::Cache,
+];
+
+/// A broken contract (a callback returned something the host cannot use):
+/// logged at the default level as `file:line:col: callback: message` at
+/// the callback's definition, and the client gets EIO.
+pub fn contract(code: &Code, file: &str, cb: Cb, msg: impl std::fmt::Display) -> BackendError {
+    let m = format!("{}: {}: {msg}", code.at(file, cb), cb.name());
+    super::report::warn(&format!("{m} (the client gets EIO)"));
+    BackendError::io(m)
+}
+
+/// Where each `fn NAME(` starts (a definition at the start of a line).
+fn fn_positions(text: &str) -> Vec<(String, usize, usize)> {
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("private ").map_or(t, str::trim_start);
+        let Some(rest) = t.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let col = line.len() - line.trim_start().len() + 1;
+        v.push((name, i + 1, col));
+    }
+    v
+}
+
+/// Damerau (optimal string alignment) distance, for did-you-mean.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut x = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                x = x.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = x;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The callback a function name looks like a misspelling of.
+pub fn did_you_mean(name: &str) -> Option<&'static str> {
+    if SPECS.iter().any(|s| s.0 == name) {
+        return None;
+    }
+    SPECS
+        .iter()
+        .map(|s| (distance(name, s.0), s.0))
+        .filter(|(d, cb)| *d > 0 && *d <= if cb.len() <= 5 { 1 } else { 2 })
+        .min()
+        .map(|(_, cb)| cb)
+}
+
+/// The text of `fn config(...) { ... }` (to compare versions), if defined.
+fn config_text(text: &str) -> Option<String> {
+    let start = text
+        .match_indices("fn config(")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            text[..i]
+                .rsplit('\n')
+                .next()
+                .is_some_and(|l| l.trim().is_empty())
+        })?;
+    let body = &text[start..];
+    let open = body.find('{')?;
+    let (mut depth, mut quote) = (0usize, None);
+    let mut prev = ' ';
+    for (i, c) in body.char_indices().skip_while(|(i, _)| *i < open) {
+        match (quote, c) {
+            (Some(q), c) if c == q && prev != '\\' => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '`' | '\'') => quote = Some(c),
+            (None, '{') => depth += 1,
+            (None, '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(body[..=i].to_string());
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    Some(body.to_string())
 }
 
 /// How a callback is declared, for error messages.
@@ -165,6 +315,8 @@ pub struct Host {
     pub imports: Imports,
     /// The parameter keys the script declares with `fn params()`.
     pub declared: Option<Vec<String>>,
+    /// The text of `fn config` the process started with (it ran then).
+    config_at_start: Option<String>,
 }
 
 impl Host {
@@ -221,12 +373,16 @@ impl Host {
             source: source.clone(),
             imports,
             declared,
+            config_at_start: config_text(&text),
         })
     }
 
-    /// Recompile from the source; on success swap the code in atomically.
-    /// A version that fails to compile, or that adds `config` (which runs
-    /// only at start-up), is refused and the old one keeps serving.
+    /// Recompile from the source; on success swap the code in atomically
+    /// and log what changed for live connections. A version that fails to
+    /// compile, or that adds `config` when the process started without one
+    /// (it runs only at start-up), is refused and the old one keeps
+    /// serving. A changed `config` body is accepted and reported as taking
+    /// effect at restart.
     pub fn reload(&self) -> Result<(), String> {
         let text = self.source.text()?;
         let code = compile(
@@ -237,13 +393,34 @@ impl Host {
             &self.name,
             self.kind,
         )?;
-        if code.has(Cb::Config) && !self.code.load().has(Cb::Config) {
-            return Err(format!(
-                "{}: this version adds fn config(), which runs only at start-up; restart nbdscript to use it",
-                self.name
-            ));
+        let config = config_text(&text);
+        match (&self.config_at_start, &config) {
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{}: this version adds fn config(), which runs only at start-up; restart nbdscript to use it",
+                    code.at(&self.name, Cb::Config)
+                ))
+            }
+            (Some(a), Some(b)) if a != b => tracing::warn!(
+                target: "script",
+                "{}: config: changed; config runs only at start-up, so the change takes effect at restart (the running state is kept)",
+                code.at(&self.name, Cb::Config)
+            ),
+            _ => {}
         }
+        let old = self.code.load_full();
         self.code.store(Arc::new(code));
+        let new = self.code.load();
+        for cb in old.defined().filter(|cb| !new.has(*cb)) {
+            if let Some(what) = consequence(cb, false) {
+                tracing::warn!(target: "script", "{}: this version removes fn {}: {what}", self.name, cb.name());
+            }
+        }
+        for cb in new.defined().filter(|cb| !old.has(*cb)) {
+            if let Some(what) = consequence(cb, true) {
+                tracing::warn!(target: "script", "{}: this version adds fn {}: {what}", new.at(&self.name, cb), cb.name());
+            }
+        }
         Ok(())
     }
 
@@ -269,6 +446,15 @@ fn compile(
         budget::with_deadline(opts.timeout, || {
             let ast = engine::compile(&engine, text, name)?;
             let mut code = Code::new(engine, ast, kind, name)?;
+            for (f, l, c) in fn_positions(text) {
+                if let Some(i) = SPECS.iter().position(|s| s.0 == f) {
+                    code.fn_pos[i].get_or_insert((l, c));
+                } else if let Some(cb) = did_you_mean(&f) {
+                    super::report::warn(&format!(
+                        "{name}:{l}:{c}: fn {f} is not a callback, so it is never called; did you mean {cb}?"
+                    ));
+                }
+            }
             let mut scope = Scope::new();
             code.engine
                 .run_ast_with_scope(&mut scope, &code.ast)
@@ -343,6 +529,52 @@ fn top_level_imports(text: &str) -> Vec<(u16, String, String)> {
         }
     }
     v
+}
+
+/// What adding or removing a callback means for connections already open
+/// (they keep what they negotiated).
+fn consequence(cb: Cb, added: bool) -> Option<&'static str> {
+    let after = |e| {
+        if added {
+            "connections already open negotiated without it; new connections get it"
+        } else {
+            e
+        }
+    };
+    Some(match cb {
+        Cb::Pwrite => {
+            after("connections already open negotiated writes; their writes now fail with EPERM")
+        }
+        Cb::Trim => {
+            after("connections already open negotiated trim; their trims now fail with ENOTSUP")
+        }
+        Cb::Zero => {
+            after("connections already open negotiated zero; their zeroes now fail with ENOTSUP")
+        }
+        Cb::Flush => {
+            after("connections already open negotiated flush; their flushes now do nothing")
+        }
+        Cb::Extents => after("connections already open now see the whole disk as data"),
+        Cb::Cache => {
+            after("connections already open negotiated cache; their cache requests now do nothing")
+        }
+        Cb::CanWrite
+        | Cb::CanFlush
+        | Cb::CanTrim
+        | Cb::CanZero
+        | Cb::CanFastZero
+        | Cb::CanExtents
+        | Cb::CanFua
+        | Cb::CanMultiConn
+        | Cb::CanCache
+        | Cb::IsRotational
+        | Cb::BlockSize
+        | Cb::GetSize
+        | Cb::ExportDescription => {
+            "connections already open keep what they negotiated; new connections get the new answer"
+        }
+        _ => return None,
+    })
 }
 
 /// The most arguments a callback takes (`next, h, count, offset, flags`).
@@ -424,18 +656,25 @@ pub fn call_raw(
                     depth::drop_flat(v);
                     let msg =
                         depth::too_deep_message(&format!("{file}: {}: the result", cb.name()));
-                    tracing::warn!(target: "script", "{msg} (the client gets EIO)");
+                    super::report::warn(&format!("{msg} (the client gets EIO)"));
                     return Err(BackendError::io(msg));
                 }
                 Ok(v)
             }
             Err(e) => {
-                let (err, intended) = host::to_backend_error_kind(&e, file, cb.name());
+                let (mut err, intended) = host::to_backend_error_kind(&e, file, cb.name());
                 drop(e);
+                // No position (a budget stopped the call): the callback's own.
+                if let Some(rest) = err.message.strip_prefix(&format!("{file}: ")) {
+                    err.message = format!("{}: {rest}", code.at(file, cb));
+                }
                 if intended {
                     tracing::debug!(target: "script", "{}", err.message);
                 } else {
-                    tracing::warn!(target: "script", "{} (the client gets {})", err.message, err.errno);
+                    super::report::warn(&format!(
+                        "{} (the client gets {})",
+                        err.message, err.errno
+                    ));
                 }
                 Err(err)
             }

@@ -15,9 +15,19 @@ pub type RResult<T> = Result<T, Box<EvalAltResult>>;
 /// `#{ errno: "ENOSPC", message: "..." }` that becomes that errno if it
 /// reaches the host.
 pub fn raise(errno: Errno, message: impl Into<String>) -> Box<EvalAltResult> {
+    raise_map(errno, message.into(), true)
+}
+
+/// The error map; `host` marks a host function refusing what the script
+/// asked (a script mistake, logged at the default level) as opposed to
+/// `nbd_error` or an error passed up from the layer below (quiet).
+fn raise_map(errno: Errno, message: String, host: bool) -> Box<EvalAltResult> {
     let mut m = Map::new();
+    if host {
+        m.insert("host".into(), Dynamic::TRUE);
+    }
     m.insert("errno".into(), Dynamic::from(errno.name().to_string()));
-    m.insert("message".into(), Dynamic::from(message.into()));
+    m.insert("message".into(), Dynamic::from(message));
     Box::new(EvalAltResult::ErrorRuntime(
         Dynamic::from_map(m),
         Position::NONE,
@@ -39,7 +49,7 @@ pub fn raise_limit(errno: Errno, message: impl Into<String>) -> Box<EvalAltResul
 
 /// A backend error as a catchable script error carrying the errno.
 pub fn raise_backend(e: BackendError) -> Box<EvalAltResult> {
-    raise(e.errno, e.message)
+    raise_map(e.errno, e.message, false)
 }
 
 /// A script's thrown value, if it is an NBD error map.
@@ -49,7 +59,7 @@ fn thrown_errno(v: &Dynamic) -> Option<(Errno, String, bool)> {
     let errno = Errno::from_name(&errno)?;
     let msg = m.get("message").map(|x| x.to_string()).unwrap_or_default();
     let limit = m.get("limit").is_some_and(|x| x.as_bool() == Ok(true));
-    Some((errno, msg, limit))
+    Some((errno, msg, limit || m.contains_key("host")))
 }
 
 /// Map a script error onto the client's errno, with `file:line:col` and the
@@ -328,7 +338,7 @@ fn write_blob(b: &mut Blob, offset: INT, src: Blob) -> RResult<()> {
 
 fn nbd_error(errno: &str, message: &str) -> Box<EvalAltResult> {
     match Errno::from_name(errno) {
-        Some(e) => raise(e, message),
+        Some(e) => raise_map(e, message.to_string(), false),
         None => raise(
             Errno::Io,
             format!("{message} (nbd_error: unknown errno {errno:?}; use EIO, EPERM, ENOSPC, EINVAL, ENOTSUP, ENOMEM, EOVERFLOW, ESHUTDOWN)"),

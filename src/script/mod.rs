@@ -20,6 +20,7 @@ mod filter;
 mod host;
 mod plugin;
 mod reload;
+mod report;
 mod stack;
 mod state;
 mod stdlib;

@@ -3,8 +3,8 @@
 //! which callbacks exist (overridden by `can_*`), the thread model's locks,
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
-use super::code::{call_raw, Args, Cb, Code, Host, Kind};
-use super::host::{array_to_extents, size_arg};
+use super::code::{call_raw, contract, Args, Cb, Code, Host, Kind};
+use super::host::array_to_extents;
 use super::reload::{self, Watch};
 use super::{ScriptOptions, ScriptSource};
 use crate::backend::{
@@ -147,14 +147,14 @@ impl Layer {
     fn query<T>(
         &self,
         cb: Cb,
-        conv: fn(Dynamic, &str) -> Result<T>,
+        conv: fn(Dynamic) -> std::result::Result<T, String>,
         next: impl FnOnce(&dyn Backend) -> Result<T>,
         default: impl FnOnce(&Code) -> T,
     ) -> Result<T> {
         let code = self.code();
         if code.has(cb) {
             let v = self.call(&code, cb, [])?;
-            return conv(v, cb.name());
+            return conv(v).map_err(|m| contract(&code, &self.host.name, cb, m));
         }
         match &self.next {
             Some(n) => next(n.as_ref()),
@@ -178,32 +178,39 @@ fn int(v: u64) -> Dynamic {
     Dynamic::from(v as INT)
 }
 
-fn bad(cb: &str, want: &str, v: &Dynamic) -> BackendError {
-    BackendError::io(format!(
-        "{cb} must return {want}, got {} ({v})",
-        v.type_name()
-    ))
+/// `returned string "sometimes"; expected ...`
+fn bad(want: &str, v: &Dynamic) -> String {
+    let shown = if v.is_string() {
+        format!("{:?}", v.to_string())
+    } else {
+        v.to_string()
+    };
+    format!("returned {} {shown}; expected {want}", v.type_name())
 }
 
-fn to_bool(v: Dynamic, cb: &str) -> Result<bool> {
+type Conv<T> = std::result::Result<T, String>;
+
+fn to_bool(v: Dynamic) -> Conv<bool> {
     v.as_bool()
         .or_else(|_| v.as_int().map(|i| i != 0))
-        .map_err(|_| bad(cb, "true or false", &v))
+        .map_err(|_| bad("true or false", &v))
 }
 
-fn to_fua(v: Dynamic, cb: &str) -> Result<FuaMode> {
+const MODES: &str = "true, false, \"none\", \"emulate\" or \"native\"";
+
+fn to_fua(v: Dynamic) -> Conv<FuaMode> {
     if let Ok(b) = v.as_bool() {
         return Ok(if b { FuaMode::Native } else { FuaMode::None });
     }
     match v.to_string().as_str() {
-        "none" => Ok(FuaMode::None),
-        "emulate" => Ok(FuaMode::Emulate),
-        "native" => Ok(FuaMode::Native),
-        _ => Err(bad(cb, "\"none\", \"emulate\", \"native\" or a bool", &v)),
+        "none" if v.is_string() => Ok(FuaMode::None),
+        "emulate" if v.is_string() => Ok(FuaMode::Emulate),
+        "native" if v.is_string() => Ok(FuaMode::Native),
+        _ => Err(bad(MODES, &v)),
     }
 }
 
-fn to_cache(v: Dynamic, cb: &str) -> Result<CacheMode> {
+fn to_cache(v: Dynamic) -> Conv<CacheMode> {
     if let Ok(b) = v.as_bool() {
         return Ok(if b {
             CacheMode::Native
@@ -212,21 +219,23 @@ fn to_cache(v: Dynamic, cb: &str) -> Result<CacheMode> {
         });
     }
     match v.to_string().as_str() {
-        "none" => Ok(CacheMode::None),
-        "emulate" => Ok(CacheMode::Emulate),
-        "native" => Ok(CacheMode::Native),
-        _ => Err(bad(cb, "\"none\", \"emulate\", \"native\" or a bool", &v)),
+        "none" if v.is_string() => Ok(CacheMode::None),
+        "emulate" if v.is_string() => Ok(CacheMode::Emulate),
+        "native" if v.is_string() => Ok(CacheMode::Native),
+        _ => Err(bad(MODES, &v)),
     }
 }
 
-fn to_block_size(v: Dynamic, cb: &str) -> Result<Option<BlockSize>> {
+const BLOCK: &str = "[minimum, preferred, maximum] (integers)";
+
+fn to_block_size(v: Dynamic) -> Conv<Option<BlockSize>> {
     if v.is_unit() {
         return Ok(None);
     }
     let nums: Vec<u32> = v
         .clone()
         .into_array()
-        .map_err(|_| bad(cb, "[minimum, preferred, maximum]", &v))?
+        .map_err(|_| bad(BLOCK, &v))?
         .into_iter()
         .filter_map(|x| x.as_int().ok().and_then(|i| u32::try_from(i).ok()))
         .collect();
@@ -236,16 +245,23 @@ fn to_block_size(v: Dynamic, cb: &str) -> Result<Option<BlockSize>> {
             preferred,
             maximum,
         })),
-        _ => Err(bad(cb, "[minimum, preferred, maximum]", &v)),
+        _ => Err(bad(BLOCK, &v)),
     }
 }
 
-fn to_desc(v: Dynamic, _cb: &str) -> Result<Option<String>> {
+fn to_desc(v: Dynamic) -> Conv<Option<String>> {
     Ok((!v.is_unit()).then(|| v.to_string()))
 }
 
-fn to_size(v: Dynamic, cb: &str) -> Result<u64> {
-    size_arg(&v, cb).map_err(|_| bad(cb, "a size (an integer or a string like \"64M\")", &v))
+fn to_size(v: Dynamic) -> Conv<u64> {
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return crate::params::parse_size(&s)
+            .map_err(|e| format!("returned {:?}, which is not a size: {e}", s.as_str()));
+    }
+    match v.as_int() {
+        Ok(i) => u64::try_from(i).map_err(|_| format!("returned {i}; a size must not be negative")),
+        Err(_) => Err(bad("a size (an integer or a string like \"64M\")", &v)),
+    }
 }
 
 fn unit(r: Result<Dynamic>) -> Result<()> {
@@ -387,17 +403,23 @@ impl Backend for Layer {
             [int(count as u64), int(offset), Dynamic::from(flags as INT)],
         )?;
         let b = v.into_blob().map_err(|t| {
-            BackendError::io(format!(
-                "{}: pread must return a Blob, got {t}",
-                self.host.name
-            ))
+            contract(
+                &code,
+                &self.host.name,
+                Cb::Pread,
+                format!("returned {t}; expected a Blob of {count} bytes"),
+            )
         })?;
         if b.len() != count as usize {
-            return Err(BackendError::io(format!(
-                "{}: pread returned {} bytes, expected {count}",
-                self.host.name,
-                b.len()
-            )));
+            return Err(contract(
+                &code,
+                &self.host.name,
+                Cb::Pread,
+                format!(
+                    "returned {} bytes for a read of {count} at offset {offset}; return exactly count bytes",
+                    b.len()
+                ),
+            ));
         }
         Ok(b)
     }
@@ -458,7 +480,7 @@ impl Backend for Layer {
     fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {
         match (self.ranged(Cb::Extents, count, offset, flags), &self.next) {
             (Some(r), _) => array_to_extents(r?, count, offset)
-                .map_err(|m| BackendError::io(format!("{}: {m}", self.host.name))),
+                .map_err(|m| contract(&self.code(), &self.host.name, Cb::Extents, m)),
             (None, Some(n)) => n.extents(count, offset, flags),
             (None, None) => {
                 let mut e = Extents::new(offset, count);

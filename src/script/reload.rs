@@ -137,11 +137,12 @@ fn run(
         }
         last = text;
         match h.reload() {
-            Ok(()) => tracing::info!(target: "script", "{}: reloaded", h.name),
+            Ok(()) => {
+                tracing::info!(target: "script", "{}: reloaded (the next request runs the new code)", h.name)
+            }
             Err(e) => tracing::error!(
                 target: "script",
-                "{e}\n{}: this version is refused; the previous one keeps serving",
-                h.name
+                "{e} (this version is refused; the previous one keeps serving)"
             ),
         }
         let Some(w) = watcher.upgrade() else { return };

@@ -25,6 +25,7 @@ impl Live {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
         let mut child = nbdscript()
+            .arg("-f")
             .arg("-U")
             .arg(&sock)
             .arg("--print-uri")

@@ -484,3 +484,81 @@ fn config_edits_are_explained() {
     ));
     assert_eq!(read_all(&s.uri), vec![1u8; 512]);
 }
+
+/// Every example's header command (line 2, after the description) runs as
+/// written: `./NAME.rhai ...` from `examples/`, `nbdscript ...` from the
+/// repository root, with the binary under test first on PATH.
+#[test]
+fn example_header_commands_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(bin())
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    // (file, exit status, what the output must contain)
+    let expect: &[(&str, i32, &str)] = &[
+        ("bigger.rhai", 0, "1073741824"),
+        (
+            "corrupt.rhai",
+            0,
+            "0000000000000000ffffffffffffffffffffffffffffffff",
+        ),
+        ("count.rhai", 0, "count: reads="),
+        ("flaky.rhai", 1, "write failed: No space left on device"),
+        ("live.rhai", 0, ""),
+        (
+            "mbr.rhai",
+            0,
+            "/tmp/mbr.img1       2048  8191    6144   3M 83 Linux",
+        ),
+        ("passthrough.rhai", 0, "export-size: 1073741824"),
+        (
+            "pattern.rhai",
+            0,
+            "b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01\\x01\\x01",
+        ),
+        ("ramdisk.rhai", 0, "export-size: 67108864"),
+    ];
+    let mut names: Vec<String> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".rhai"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        expect.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "an example without an expectation here"
+    );
+    for (name, status, want) in expect {
+        let text = std::fs::read_to_string(root.join("examples").join(name)).unwrap();
+        let header = text.lines().nth(1).unwrap();
+        let cmd = &header[header
+            .find(".  ")
+            .unwrap_or_else(|| panic!("{name}: no command in {header:?}"))
+            + 3..];
+        let cwd = if cmd.starts_with("./") {
+            root.join("examples")
+        } else {
+            root.to_path_buf()
+        };
+        let out = client("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&cwd)
+            .env("PATH", format!("{bin_dir}:{}", sys_path()))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(*status), "{name}: {cmd}\n{all}");
+        assert!(all.contains(want), "{name}: {cmd}\n{all}");
+    }
+}

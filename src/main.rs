@@ -254,6 +254,8 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
         let sig_tx = tx.clone();
         tokio::spawn(async move {
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            // Wake layers that wait (delay), then stop serving.
+            nbdscript::backend::shutdown::begin();
             let _ = sig_tx.send(true);
         });
     }

@@ -225,3 +225,53 @@ fn tcp_listens_on_ipv6_and_ipv4() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sigint_interrupts_a_delayed_read() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    let lf = format!("logfile={}", log.display());
+    let s = Server::start(&[
+        "--filter=log",
+        "--filter=delay",
+        "memory",
+        "1M",
+        "rdelay=60",
+        &lf,
+    ]);
+    let uri = s.uri.clone();
+    let reader = std::thread::spawn(move || {
+        client("nbdsh")
+            .args(["-u", &uri, "-c", "h.pread(512, 0)"])
+            .output()
+            .unwrap()
+    });
+    // The log filter (above delay) writes the Read line as the read
+    // enters the delay.
+    let mut seen = false;
+    for _ in 0..400 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" Read id=1 ")
+        {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(seen, "the read never reached the server");
+    let t = std::time::Instant::now();
+    sh(&format!("kill -INT {}", s.child.id()));
+    let mut s = s;
+    let st = s.child.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "exit took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.code(), Some(0));
+    let out = reader.join().unwrap();
+    assert!(!out.status.success(), "the interrupted read succeeded");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Preconnect id=1 readonly=0 ..."), "{text}");
+}

@@ -23,6 +23,43 @@ pub use stack::Stack;
 
 use std::sync::Arc;
 
+/// Process shutdown as layers that wait see it: the server calls
+/// [`shutdown::begin`] on SIGINT/SIGTERM, and a layer that sleeps or waits
+/// (the delay filter) wakes at once and fails its request with ESHUTDOWN,
+/// so the process exits without waiting out the delay.
+pub mod shutdown {
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    static STATE: Mutex<bool> = Mutex::new(false);
+    static WAKE: Condvar = Condvar::new();
+
+    /// Shutdown has begun: wake every [`sleep`].
+    pub fn begin() {
+        *STATE.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        WAKE.notify_all();
+    }
+
+    /// Sleep for `d`, or until shutdown begins: false when interrupted.
+    pub fn sleep(d: Duration) -> bool {
+        let end = Instant::now() + d;
+        let mut down = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *down {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            down = WAKE
+                .wait_timeout(down, end - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Request flags as plugins see them (nbdkit's values).
 pub mod flags {
     /// Force unit access: the write is durable when the call returns.

@@ -86,10 +86,16 @@ pub struct DelayFilter {
     d: Arc<Delays>,
 }
 
-fn sleep(d: Duration) {
-    if !d.is_zero() {
-        std::thread::sleep(d);
+/// Sleep before a request; cut short (ESHUTDOWN) when the server shuts
+/// down, so SIGINT never waits out a long delay.
+fn sleep(d: Duration) -> Result<()> {
+    if d.is_zero() || crate::backend::shutdown::sleep(d) {
+        return Ok(());
     }
+    Err(BackendError::new(
+        Errno::Shutdown,
+        "delay: the server is shutting down",
+    ))
 }
 
 impl Filter for DelayFilter {
@@ -97,7 +103,7 @@ impl Filter for DelayFilter {
         "delay".into()
     }
     fn open(&self, next: Arc<dyn Backend>, _readonly: bool) -> Result<Arc<dyn Backend>> {
-        sleep(self.d.open);
+        sleep(self.d.open)?;
         Ok(Arc::new(DelayHandle {
             next,
             d: self.d.clone(),
@@ -121,19 +127,19 @@ impl Backend for DelayHandle {
         true
     }
     fn pread(&self, buf: &mut [u8], offset: u64, flags: u32) -> Result<()> {
-        sleep(self.d.read);
+        sleep(self.d.read)?;
         self.next.pread(buf, offset, flags)
     }
     fn pread_owned(&self, count: u32, offset: u64, flags: u32) -> Result<Vec<u8>> {
-        sleep(self.d.read);
+        sleep(self.d.read)?;
         self.next.pread_owned(count, offset, flags)
     }
     fn pwrite(&self, buf: &[u8], offset: u64, flags: u32) -> Result<()> {
-        sleep(self.d.write);
+        sleep(self.d.write)?;
         self.next.pwrite(buf, offset, flags)
     }
     fn pwrite_owned(&self, buf: Vec<u8>, offset: u64, flags: u32) -> Result<()> {
-        sleep(self.d.write);
+        sleep(self.d.write)?;
         self.next.pwrite_owned(buf, offset, flags)
     }
     fn zero(&self, count: u64, offset: u64, f: u32) -> Result<()> {
@@ -143,27 +149,27 @@ impl Backend for DelayHandle {
                 "delay: fast zero refused (delay-fast-zero=false)",
             ));
         }
-        sleep(self.d.zero);
+        sleep(self.d.zero)?;
         self.next.zero(count, offset, f)
     }
     fn trim(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
-        sleep(self.d.trim);
+        sleep(self.d.trim)?;
         self.next.trim(count, offset, flags)
     }
     fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {
-        sleep(self.d.extents);
+        sleep(self.d.extents)?;
         self.next.extents(count, offset, flags)
     }
     fn cache(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
-        sleep(self.d.cache);
+        sleep(self.d.cache)?;
         self.next.cache(count, offset, flags)
     }
     fn flush(&self, flags: u32) -> Result<()> {
-        sleep(self.d.flush);
+        sleep(self.d.flush)?;
         self.next.flush(flags)
     }
     fn close(&self) {
-        sleep(self.d.close);
+        let _ = sleep(self.d.close);
         self.next.close()
     }
 }

@@ -114,6 +114,12 @@ impl Filter for LogFilter {
     }
     fn open(&self, next: Arc<dyn Backend>, readonly: bool) -> Result<Arc<dyn Backend>> {
         let conn = self.log.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        self.log.line(
+            None,
+            &format!("Preconnect id={conn} readonly={} ...", b(readonly)),
+        );
+        self.log
+            .line(None, &format!("...Preconnect id={conn} return=0"));
         let size = next.get_size()?;
         let bs = next.block_size()?;
         let (mn, pr, mx) = bs.map_or((0, 0, 0), |b| (b.minimum, b.preferred, b.maximum));
@@ -306,7 +312,18 @@ mod tests {
         let h2 = f.open(full, false).unwrap();
         assert!(h2.pwrite(&buf, 0, 0).is_err());
         let text = std::fs::read_to_string(&path).unwrap();
-        let l: Vec<&str> = text.lines().collect();
+        let pre: Vec<&str> = text.lines().filter(|x| x.contains("Preconnect")).collect();
+        assert!(
+            pre[0].ends_with(" Preconnect id=1 readonly=0 ..."),
+            "{}",
+            pre[0]
+        );
+        assert!(
+            pre[1].ends_with(" ...Preconnect id=1 return=0"),
+            "{}",
+            pre[1]
+        );
+        let l: Vec<&str> = text.lines().filter(|x| !x.contains("Preconnect")).collect();
         assert!(l[0].ends_with(" Ready thread_model=3"), "{}", l[0]);
         assert!(
             l[1].contains("connection=1 Connect size=0x1000 "),

@@ -291,12 +291,14 @@ impl Args {
     fn params(&self, plugin_name: &str) -> Result<Params, ConfigError> {
         let magic = plugins::find(plugin_name)
             .and_then(|d| d.magic_key)
-            .or_else(|| crate::script::stdlib_magic_key(plugin_name));
+            .or_else(|| crate::script::stdlib_magic_key(plugin_name))
+            .map(str::to_string)
+            .or_else(|| crate::script::script_magic_key(plugin_name));
         let mut items = Vec::new();
         for w in self.words.iter().skip(1) {
             match w.split_once('=') {
                 Some((k, v)) if is_config_key(k) => items.push((k.to_string(), v.to_string())),
-                _ => match magic {
+                _ => match &magic {
                     Some(k) => items.push((k.to_string(), w.clone())),
                     None => {
                         return Err(ConfigError::new(format!(

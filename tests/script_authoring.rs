@@ -562,3 +562,39 @@ fn example_header_commands_run_as_written() {
         assert!(all.contains(want), "{name}: {cmd}\n{all}");
     }
 }
+
+/// A script declaring `fn params()` refuses unknown parameters with the
+/// accepted list; `fn magic_key()` takes a bare value (`./disk.rhai 2M`).
+#[test]
+fn script_parameters_and_magic_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "disk.rhai",
+        "#!/usr/bin/env nbdscript\nfn params() { #{ size: \"the disk size\", fill: \"a byte\" } }\nfn magic_key() { \"size\" }\nfn config(p) { #{ d: disk(p.size ?? \"1M\") } }\nfn get_size(h) { h.d.size() }\nfn pread(h, count, offset) { h.d.pread(count, offset) }\n",
+    );
+    let out = nbdscript()
+        .args([p.as_str(), "2M", "--run", "nbdinfo --size \"$uri\""])
+        .env("PATH", sys_path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2097152",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nbdscript()
+        .args([p.as_str(), "sise=2M", "--run", "true"])
+        .env("PATH", sys_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{p}: unknown parameter sise=2M; accepted: "))
+            && err.contains("size")
+            && err.contains("fill"),
+        "{err}"
+    );
+}

@@ -341,6 +341,14 @@ impl Host {
         } else {
             None
         };
+        if let (Kind::Plugin, Some(d)) = (kind, &declared) {
+            if let Some((k, v)) = params.items.iter().find(|(k, _)| !d.contains(k)) {
+                return Err(ConfigError::new(format!(
+                    "{name}: unknown parameter {k}={v}; accepted: {}",
+                    d.join(", ")
+                )));
+            }
+        }
         let mut pm = Map::new();
         for (k, v) in &params.items {
             if declared.as_ref().is_none_or(|d| d.contains(k)) {

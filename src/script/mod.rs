@@ -163,6 +163,25 @@ impl ScriptSource {
     }
 }
 
+/// The magic key a script plugin file declares with
+/// `fn magic_key() { "size" }` (read from the text, without running it),
+/// so `./disk.rhai 2M` means `size=2M`.
+pub fn script_magic_key(arg: &str) -> Option<String> {
+    if !(arg.contains('/') || arg.ends_with(".rhai")) {
+        return None;
+    }
+    let text = std::fs::read_to_string(arg).ok()?;
+    let at = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("fn magic_key()"))?;
+    let rest: String = text.lines().skip(at).collect::<Vec<_>>().join("\n");
+    let body = &rest[rest.find('{')? + 1..];
+    let body = &body[..body.find('}')?];
+    let q = body.find('"')?;
+    let key = &body[q + 1..];
+    Some(key[..key.find('"')?].to_string())
+}
+
 /// Load a script plugin named on the command line: a path, `-` (standard
 /// input) or a built-in library name.
 pub fn load_plugin(

@@ -7,7 +7,7 @@
 //! Must not import anything outside `alloc`.
 
 use super::table::{chunks, is_zero};
-use super::{AllocError, AllocExtent, Allocator, Result, HOLE, ZERO};
+use super::{AllocError, AllocExtent, AllocUsage, Allocator, Result, HOLE, ZERO};
 use parking_lot::RwLock;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -296,6 +296,19 @@ impl Allocator for Malloc {
 
     fn preferred_block(&self) -> u32 {
         512
+    }
+
+    fn usage(&self) -> AllocUsage {
+        let written: u64 = self
+            .written
+            .iter()
+            .map(|w| w.load(Relaxed).count_ones() as u64)
+            .sum();
+        AllocUsage {
+            stored: written * BLOCK,
+            used: written * BLOCK,
+            compressed: false,
+        }
     }
 
     fn stats(&self) -> String {

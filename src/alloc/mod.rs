@@ -109,6 +109,54 @@ pub trait Allocator: Send + Sync + 'static {
     fn stats(&self) -> String {
         String::new()
     }
+    /// Finish buffered work now (zstd: compress its write-back cache).
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Bytes held and the memory holding them, live.
+    fn usage(&self) -> AllocUsage {
+        AllocUsage {
+            stored: 0,
+            used: 0,
+            compressed: false,
+        }
+    }
+}
+
+/// What an allocator holds and what that costs, at this moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AllocUsage {
+    /// Bytes of the disk held in memory (whole pages or blocks written).
+    pub stored: u64,
+    /// Bytes of memory holding them.
+    pub used: u64,
+    /// True when the allocator compresses (`used` is not simply `stored`).
+    pub compressed: bool,
+}
+
+impl AllocUsage {
+    /// `stored / used`; 1 when nothing is stored.
+    pub fn ratio(&self) -> f64 {
+        if self.used == 0 {
+            1.0
+        } else {
+            self.stored as f64 / self.used as f64
+        }
+    }
+}
+
+/// `--dump-plugin` lines of a plugin serving `a`: its name, its stats line
+/// and, for a compressing allocator, the live compression ratio.
+pub fn dump_lines(a: &dyn Allocator) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("allocator".to_string(), a.name().to_string()),
+        ("allocator_stats".to_string(), a.stats()),
+    ];
+    let u = a.usage();
+    if u.compressed {
+        v.push(("compression_ratio".into(), format!("{:.3}", u.ratio())));
+    }
+    v
 }
 
 /// A parsed `allocator=` value.

@@ -7,7 +7,7 @@
 //! Must not import anything outside `alloc`.
 
 use super::table::{chunks, is_zero, PageTable, PAGE, PAGE_SHIFT};
-use super::{AllocError, AllocExtent, Allocator, Result, HOLE, MAX_SIZE, ZERO};
+use super::{AllocError, AllocExtent, AllocUsage, Allocator, Result, HOLE, MAX_SIZE, ZERO};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -207,6 +207,15 @@ impl Allocator for Sparse {
         });
         push(&mut out, cursor, end, HOLE | ZERO);
         Ok(out)
+    }
+
+    fn usage(&self) -> AllocUsage {
+        let n = self.allocated_pages() * PAGE as u64;
+        AllocUsage {
+            stored: n,
+            used: n,
+            compressed: false,
+        }
     }
 
     fn stats(&self) -> String {

@@ -71,10 +71,7 @@ impl Plugin for Memory {
         Ok(self.disk.clone())
     }
     fn dump(&self) -> Vec<(String, String)> {
-        vec![
-            ("allocator".into(), self.disk.alloc.name().into()),
-            ("allocator_stats".into(), self.disk.alloc.stats()),
-        ]
+        crate::alloc::dump_lines(&*self.disk.alloc)
     }
 }
 
@@ -118,7 +115,7 @@ impl Backend for AllocDisk {
         self.alloc.write(buf, offset).map_err(alloc_error)
     }
     fn flush(&self, _flags: u32) -> Result<()> {
-        Ok(())
+        self.alloc.flush().map_err(alloc_error)
     }
     fn trim(&self, count: u64, offset: u64, _flags: u32) -> Result<()> {
         self.alloc.zero(count, offset).map_err(alloc_error)

@@ -367,8 +367,19 @@ pub fn register(engine: &mut Engine, allow_files: bool) {
     engine.register_fn("zero", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
     engine.register_fn("trim", |mut d: Disk, c: INT, o: INT| d.zero(c, o));
     engine.register_fn("extents", |mut d: Disk, c: INT, o: INT| d.extents(c, o));
-    engine.register_fn("flush", |_d: Disk| ());
-    engine.register_fn("stats", |d: &mut Disk| d.alloc.stats());
+    engine.register_fn("flush", |d: Disk| -> RResult<()> {
+        d.alloc.flush().map_err(|e| raise_backend(alloc_error(e)))
+    });
+    engine.register_fn("stats", |d: &mut Disk| {
+        let u = d.alloc.usage();
+        let mut m = Map::new();
+        m.insert("allocator".into(), d.alloc.name().into());
+        m.insert("stored".into(), (u.stored as INT).into());
+        m.insert("used".into(), (u.used as INT).into());
+        m.insert("ratio".into(), Dynamic::from_float(u.ratio()));
+        m.insert("line".into(), d.alloc.stats().into());
+        m
+    });
     engine.register_fn("to_string", |d: &mut Disk| {
         format!("disk({} bytes, {})", d.size, d.alloc.name())
     });

@@ -7,13 +7,17 @@ mod daemon;
 
 use anyhow::Context;
 use nbdscript::cli::{self, Config, ListenSpec};
-use nbdscript::hexdump::HexDump;
 use nbdscript::server::{self, Listener, ServerConfig, Shared};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// How long in-flight requests may run after SIGTERM/SIGINT before the
+/// process exits anyway (with status 1).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args = cli::parse();
@@ -47,6 +51,12 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    // Work that grows with a request's length stops at the script budget.
+    nbdscript::backend::budget::set_limit(match args.script_timeout {
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => Some(nbdscript::backend::budget::DEFAULT_LIMIT),
+    });
     let config = match args.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -158,23 +168,10 @@ fn hexdump(config: &Config, off: u64, len: Option<u64>) -> anyhow::Result<()> {
         Some(l) => start.saturating_add(l).min(size),
         None => size,
     };
-    let mut h = HexDump::new(start);
     let mut out = std::io::stdout().lock();
-    let mut pos = start;
-    while pos < end {
-        let n = (end - pos).min(1 << 20) as u32;
-        let data = export
-            .read(n, pos)
-            .map_err(|e| anyhow::anyhow!("read at {pos}: {e}"))?;
-        let text = h.feed(&data);
-        if out.write_all(text.as_bytes()).is_err() {
-            return Ok(()); // e.g. piped into head
-        }
-        pos += n as u64;
-    }
-    let _ = out.write_all(h.finish().as_bytes());
+    let r = nbdscript::hexdump::dump(&export, start, end, &mut out);
     export.close();
-    Ok(())
+    r.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A private socket directory for `-U -`, removed on exit.
@@ -247,6 +244,7 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
     };
     // Signals: finish in-flight requests, then exit 0. Installed before
     // readiness is announced so a signal right after it is handled.
+    // Requests still running after SHUTDOWN_GRACE do not hold the process.
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
@@ -257,6 +255,18 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             // Wake layers that wait (delay), then stop serving.
             nbdscript::backend::shutdown::begin();
             let _ = sig_tx.send(true);
+            // A thread, not a task: it must fire even if every runtime
+            // worker is stuck.
+            let _ = std::thread::Builder::new()
+                .name("shutdown-grace".into())
+                .spawn(|| {
+                    std::thread::sleep(SHUTDOWN_GRACE);
+                    tracing::error!(
+                        "shutdown: requests still running {}s after the signal; exiting anyway",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                    std::process::exit(1);
+                });
         });
     }
     let the_uri = uri(&listener, sock_path.as_ref(), &config.export_name);
@@ -280,7 +290,6 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             extended_headers: config.extended_headers,
             threads: config.threads,
         },
-        global_lock: Arc::new(parking_lot::Mutex::new(())),
     });
     let port = listener.port();
     let single = matches!(listener, Listener::Stdio);

@@ -2,6 +2,7 @@
 //! `nbdscript` and checks it with real NBD clients.
 
 mod alloc;
+mod bounds;
 mod common;
 mod contain;
 mod core;

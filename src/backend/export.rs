@@ -4,7 +4,10 @@
 //! flush, zero by writing zeros, cache by reading).
 //! Must not import tokio or rhai.
 
-use super::{flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents, FuaMode, Result};
+use super::{
+    budget, extent_type, flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents,
+    FuaMode, Result,
+};
 use std::sync::Arc;
 
 /// What was negotiated for one connection.
@@ -44,6 +47,14 @@ pub struct Export {
 
 /// Largest buffer allocated for emulating zero or cache in one step.
 const EMULATE_CHUNK: u64 = 1 << 20;
+
+/// The start of a range, by the layer's extents.
+enum Run {
+    /// This many bytes read as zeros.
+    Zero(u64),
+    /// This many bytes may hold data.
+    Data(u64),
+}
 
 fn check_range(size: u64, count: u64, offset: u64, errno: Errno, what: &str) -> Result<()> {
     match offset.checked_add(count) {
@@ -199,6 +210,7 @@ impl Export {
         if !self.info.can_trim {
             return Ok(());
         }
+        let _b = budget::Budget::start();
         self.top.trim(count, offset, self.fua_flag(fua))?;
         self.fua_after(fua)
     }
@@ -220,6 +232,7 @@ impl Export {
                 "fast zero is not supported",
             ));
         }
+        let _b = budget::Budget::start();
         let mut f = self.fua_flag(fua);
         if may_trim {
             f |= flags::MAY_TRIM;
@@ -239,17 +252,60 @@ impl Export {
                 "fast zero is not supported",
             ));
         }
-        // Emulate with pwrite of zeros.
-        let chunk = count.min(EMULATE_CHUNK) as usize;
-        let zeros = vec![0u8; chunk];
-        let mut done = 0u64;
-        while done < count {
-            let n = (count - done).min(chunk as u64) as usize;
-            self.top
-                .pwrite(&zeros[..n], offset + done, self.fua_flag(fua))?;
-            done += n as u64;
-        }
+        self.emulate_zero(count, offset, fua)?;
         self.fua_after(fua)
+    }
+
+    /// WRITE_ZEROES by `pwrite` of zeros, in chunks of at most
+    /// [`EMULATE_CHUNK`]: ranges the layer reports as reading zeros are
+    /// skipped, no lock is held between chunks (a script layer takes its
+    /// own per call), and the request stops at its time budget or at
+    /// shutdown (see [`budget`]).
+    fn emulate_zero(&self, count: u64, offset: u64, fua: bool) -> Result<()> {
+        const WHAT: &str = "write zeroes (emulated with pwrite: the plugin has no zero)";
+        let zeros = vec![0u8; count.min(EMULATE_CHUNK) as usize];
+        let end = offset + count;
+        let mut pos = offset;
+        let mut data_until = offset;
+        while pos < end {
+            budget::check(WHAT, pos - offset, count)?;
+            if pos >= data_until {
+                match self.zero_run(end - pos, pos) {
+                    Run::Zero(n) => {
+                        pos += n;
+                        continue;
+                    }
+                    Run::Data(n) => data_until = pos + n,
+                }
+            }
+            let n = (data_until - pos).min(EMULATE_CHUNK) as usize;
+            self.top.pwrite(&zeros[..n], pos, self.fua_flag(fua))?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Does `[offset, offset+count)` start with bytes that read as zeros
+    /// (by the layer's extents)? Without extents, or if they fail, it is
+    /// all data.
+    fn zero_run(&self, count: u64, offset: u64) -> Run {
+        if !self.info.can_extents {
+            return Run::Data(count);
+        }
+        match self.top.extents(count, offset, flags::REQ_ONE) {
+            Ok(e) => match e.as_slice().first() {
+                Some(x) if x.offset == offset && x.length > 0 => {
+                    let n = x.length.min(count);
+                    if x.typ & extent_type::ZERO != 0 {
+                        Run::Zero(n)
+                    } else {
+                        Run::Data(n)
+                    }
+                }
+                _ => Run::Data(count),
+            },
+            Err(_) => Run::Data(count),
+        }
     }
 
     /// NBD_CMD_BLOCK_STATUS for `base:allocation`. Always returns at least
@@ -259,6 +315,7 @@ impl Export {
         if count == 0 {
             return Err(BackendError::inval("block status of zero length"));
         }
+        let _b = budget::Budget::start();
         let mut e = if self.info.can_extents {
             let got = self
                 .top
@@ -292,15 +349,30 @@ impl Export {
     /// NBD_CMD_CACHE.
     pub fn cache(&self, count: u64, offset: u64) -> Result<()> {
         check_range(self.info.size, count, offset, Errno::Inval, "cache")?;
+        let _b = budget::Budget::start();
         match self.info.cache {
             CacheMode::None => Ok(()),
             CacheMode::Native => self.top.cache(count, offset, 0),
             CacheMode::Emulate => {
-                let mut done = 0u64;
-                while done < count {
-                    let n = (count - done).min(EMULATE_CHUNK) as u32;
-                    self.top.pread_owned(n, offset + done, 0)?;
-                    done += n as u64;
+                // Read and discard, skipping what reads as zeros.
+                const WHAT: &str = "cache (emulated by reading)";
+                let end = offset + count;
+                let mut pos = offset;
+                let mut data_until = offset;
+                while pos < end {
+                    budget::check(WHAT, pos - offset, count)?;
+                    if pos >= data_until {
+                        match self.zero_run(end - pos, pos) {
+                            Run::Zero(n) => {
+                                pos += n;
+                                continue;
+                            }
+                            Run::Data(n) => data_until = pos + n,
+                        }
+                    }
+                    let n = (data_until - pos).min(EMULATE_CHUNK) as u32;
+                    self.top.pread_owned(n, pos, 0)?;
+                    pos += n as u64;
                 }
                 Ok(())
             }

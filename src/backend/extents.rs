@@ -20,14 +20,23 @@ pub struct Extents {
     start: u64,
     end: u64,
     list: Vec<Extent>,
+    /// An extent was dropped for [`Extents::MAX`]: later ones are too.
+    closed: bool,
 }
 
 impl Extents {
+    /// Most extents one answer holds: past this, `add` keeps only what
+    /// merges with the last one, and layers stop looking (the protocol
+    /// lets a reply describe less than was asked). Bounds the work and
+    /// the memory of one BLOCK_STATUS whatever its length.
+    pub const MAX: usize = 1 << 16;
+
     pub fn new(start: u64, count: u64) -> Self {
         Extents {
             start,
             end: start.saturating_add(count),
             list: Vec::new(),
+            closed: false,
         }
     }
 
@@ -50,6 +59,9 @@ impl Extents {
     /// Append an extent. Parts before `next_offset()` or past the window are
     /// dropped. A gap (an extent starting after `next_offset()`) is an error.
     pub fn add(&mut self, offset: u64, length: u64, typ: u32) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
         let next = self.next_offset();
         let mut off = offset;
         let mut end = offset.saturating_add(length);
@@ -73,12 +85,21 @@ impl Extents {
                 return Ok(());
             }
         }
+        if self.is_full() {
+            self.closed = true;
+            return Ok(());
+        }
         self.list.push(Extent {
             offset: off,
             length: end - off,
             typ,
         });
         Ok(())
+    }
+
+    /// True once [`Extents::MAX`] extents are held: a layer should stop.
+    pub fn is_full(&self) -> bool {
+        self.list.len() >= Self::MAX
     }
 
     pub fn as_slice(&self) -> &[Extent] {
@@ -103,6 +124,7 @@ impl Extents {
         Extents {
             start: self.start - delta.min(self.start),
             end: self.end - delta.min(self.end),
+            closed: self.closed,
             list: self
                 .list
                 .into_iter()
@@ -144,5 +166,16 @@ mod tests {
         let mut g = Extents::new(0, 10);
         g.add(0, 2, 0).unwrap();
         assert!(g.add(5, 2, 0).is_err());
+    }
+
+    #[test]
+    fn stops_when_full() {
+        let mut e = Extents::new(0, u64::MAX);
+        for i in 0..Extents::MAX as u64 + 10 {
+            e.add(i, 1, (i % 2) as u32).unwrap();
+        }
+        assert!(e.is_full());
+        assert_eq!(e.len(), Extents::MAX);
+        assert_eq!(e.next_offset(), Extents::MAX as u64, "a contiguous prefix");
     }
 }

@@ -10,6 +10,7 @@
 //! The [`Stack`] opens the whole chain, and [`Export`] is what the server
 //! talks to: negotiated capabilities, bounds checks and emulation.
 
+pub mod budget;
 mod error;
 mod export;
 mod extents;
@@ -38,6 +39,11 @@ pub mod shutdown {
     pub fn begin() {
         *STATE.lock().unwrap_or_else(|e| e.into_inner()) = true;
         WAKE.notify_all();
+    }
+
+    /// Shutdown has begun.
+    pub fn begun() -> bool {
+        *STATE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sleep for `d`, or until shutdown begins: false when interrupted.

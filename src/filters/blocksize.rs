@@ -6,13 +6,15 @@
 //! The size is rounded down to `minblock`.
 //! Parameters: `minblock=` (power of 2 <= 64k; default the minimum below,
 //! or 1), `maxdata=` (default 64M or the maximum below), `maxlen=`
-//! (default 0xffffffff rounded down to `minblock`).
+//! (default: no limit; trim, zero and cache are not split).
 //! Example: `nbdscript file disk.img --filter=blocksize minblock=4k maxdata=1M`.
 //! Must not import tokio or rhai.
 
 use super::common;
 use super::FilterDef;
-use crate::backend::{flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, Result};
+use crate::backend::{
+    budget, flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, Result,
+};
 use crate::params::{ConfigError, Params};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub const DEF: FilterDef = FilterDef {
         ),
         (
             "maxlen",
-            "largest trim, zero, cache or extents passed below",
+            "largest trim, zero, cache or extents passed below (default: no limit)",
         ),
     ],
     description: "align and split requests for the layer below",
@@ -99,7 +101,10 @@ impl Filter for BlocksizeFilter {
                 round(lim)
             }
         };
-        let maxlen = self.maxlen.unwrap_or_else(|| round(0xffff_ffff));
+        // No maxlen: trim, zero and cache pass through unsplit (every
+        // layer takes 64-bit lengths; a client without extended headers
+        // sends at most 4G-1 anyway).
+        let maxlen = self.maxlen.unwrap_or(u64::MAX / minb * minb);
         if maxdata % minb != 0 || !maxlen.is_multiple_of(minb) {
             return Err(BackendError::inval(format!(
                 "blocksize: maxdata={maxdata} and maxlen={maxlen} must be multiples of minblock={minb}"
@@ -158,8 +163,10 @@ impl BlocksizeHandle {
     }
 
     /// Call `op(offset, len)` over `[offset, offset+count)` in pieces of at
-    /// most `max`.
+    /// most `max`, within the request's time budget (a 2^62-byte zero
+    /// split at a small `maxlen` is billions of calls).
     fn chunks(
+        what: &str,
         count: u64,
         offset: u64,
         max: u64,
@@ -167,6 +174,9 @@ impl BlocksizeHandle {
     ) -> Result<()> {
         let mut done = 0;
         while done < count {
+            if done > 0 {
+                budget::check(what, done, count)?;
+            }
             let n = (count - done).min(max);
             op(offset + done, n)?;
             done += n;
@@ -198,10 +208,16 @@ impl Backend for BlocksizeHandle {
             let s = (offset - start) as usize;
             buf[..head as usize].copy_from_slice(&block[s..s + head as usize]);
         }
-        Self::chunks(mid, offset + head, self.maxdata, |o, n| {
-            let s = (o - offset) as usize;
-            self.next.pread(&mut buf[s..s + n as usize], o, f)
-        })?;
+        Self::chunks(
+            "blocksize: read",
+            mid,
+            offset + head,
+            self.maxdata,
+            |o, n| {
+                let s = (o - offset) as usize;
+                self.next.pread(&mut buf[s..s + n as usize], o, f)
+            },
+        )?;
         if tail > 0 {
             let o = offset + head + mid;
             let mut block = vec![0u8; self.minb as usize];
@@ -216,10 +232,16 @@ impl Backend for BlocksizeHandle {
         if head > 0 {
             self.rmw(Some(&buf[..head as usize]), head, offset, f)?;
         }
-        Self::chunks(mid, offset + head, self.maxdata, |o, n| {
-            let s = (o - offset) as usize;
-            self.next.pwrite(&buf[s..s + n as usize], o, f)
-        })?;
+        Self::chunks(
+            "blocksize: write",
+            mid,
+            offset + head,
+            self.maxdata,
+            |o, n| {
+                let s = (o - offset) as usize;
+                self.next.pwrite(&buf[s..s + n as usize], o, f)
+            },
+        )?;
         if tail > 0 {
             let o = offset + head + mid;
             let s = (o - offset) as usize;
@@ -238,9 +260,13 @@ impl Backend for BlocksizeHandle {
         if head > 0 {
             self.rmw(None, head, offset, f)?;
         }
-        Self::chunks(mid, offset + head, self.maxlen, |o, n| {
-            self.next.zero(n, o, f)
-        })?;
+        Self::chunks(
+            "blocksize: zero",
+            mid,
+            offset + head,
+            self.maxlen,
+            |o, n| self.next.zero(n, o, f),
+        )?;
         if tail > 0 {
             self.rmw(None, tail, offset + head + mid, f)?;
         }
@@ -248,16 +274,24 @@ impl Backend for BlocksizeHandle {
     }
     fn trim(&self, count: u64, offset: u64, f: u32) -> Result<()> {
         let (head, mid, _) = self.split(count, offset);
-        Self::chunks(mid, offset + head, self.maxlen, |o, n| {
-            self.next.trim(n, o, f)
-        })
+        Self::chunks(
+            "blocksize: trim",
+            mid,
+            offset + head,
+            self.maxlen,
+            |o, n| self.next.trim(n, o, f),
+        )
     }
     fn cache(&self, count: u64, offset: u64, f: u32) -> Result<()> {
         let start = offset / self.minb * self.minb;
         let end = (offset + count).div_ceil(self.minb) * self.minb;
-        Self::chunks(end.min(self.size) - start, start, self.maxlen, |o, n| {
-            self.next.cache(n, o, f)
-        })
+        Self::chunks(
+            "blocksize: cache",
+            end.min(self.size) - start,
+            start,
+            self.maxlen,
+            |o, n| self.next.cache(n, o, f),
+        )
     }
     fn extents(&self, count: u64, offset: u64, f: u32) -> Result<Extents> {
         let start = offset / self.minb * self.minb;

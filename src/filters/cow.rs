@@ -11,11 +11,13 @@
 use super::common;
 use super::FilterDef;
 use crate::alloc::{Allocator, Sparse};
-use crate::backend::{extent_type, flags, Backend, BackendError, Errno, Extents, Filter, Result};
+use crate::backend::{
+    budget, extent_type, flags, Backend, BackendError, Errno, Extents, Filter, Result,
+};
 use crate::params::{ConfigError, Params};
 use crate::plugins::memory::alloc_error;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -72,8 +74,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     Ok(Arc::new(CowFilter {
         overlay: Arc::new(Overlay {
             alloc: Arc::new(Sparse::new()),
-            present: RwLock::new(HashMap::new()),
-            zeroed: RwLock::new(HashMap::new()),
+            map: RwLock::new(BlockMap::default()),
             write_lock: Mutex::new(()),
             bs,
         }),
@@ -82,42 +83,160 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     }))
 }
 
-/// The process-wide overlay: blocks in `present` are served from `alloc`.
+/// The process-wide overlay: blocks in `present` are served from `alloc`,
+/// blocks in `zeroed` read as zeros, the rest come from the layer below.
+/// A block is never in both. Both are ordered, so every walk over a range
+/// costs what the overlay holds there, not the range's length: a zero or
+/// trim of 2^62 bytes is one interval.
 struct Overlay {
     alloc: Arc<dyn Allocator>,
-    /// Bitmaps (word index -> 64 bits) of blocks present in the overlay,
-    /// and of those known to be all zeros (whole-block zero or trim).
-    present: RwLock<HashMap<u64, u64>>,
-    zeroed: RwLock<HashMap<u64, u64>>,
+    map: RwLock<BlockMap>,
     /// Serialises read-modify-write of partial blocks.
     write_lock: Mutex<()>,
     bs: u64,
 }
 
-impl Overlay {
+/// Which blocks the overlay holds.
+#[derive(Default)]
+struct BlockMap {
+    /// Bitmaps (word index -> 64 bits) of blocks with data in `alloc`.
+    present: BTreeMap<u64, u64>,
+    /// Disjoint, non-adjacent intervals `start -> end` of blocks that read
+    /// as zeros (whole-block zero or trim).
+    zeroed: BTreeMap<u64, u64>,
+}
+
+/// What the overlay says about a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blk {
+    Present,
+    Zeroed,
+    Below,
+}
+
+impl BlockMap {
     fn is_present(&self, blk: u64) -> bool {
         self.present
-            .read()
             .get(&(blk / 64))
             .is_some_and(|w| w & (1 << (blk % 64)) != 0)
     }
-    fn mark(&self, blk: u64) {
-        *self.present.write().entry(blk / 64).or_insert(0) |= 1 << (blk % 64);
-    }
-    fn is_zeroed(&self, blk: u64) -> bool {
+
+    /// The zeroed interval holding `blk`.
+    fn zeroed_at(&self, blk: u64) -> Option<(u64, u64)> {
         self.zeroed
-            .read()
-            .get(&(blk / 64))
-            .is_some_and(|w| w & (1 << (blk % 64)) != 0)
+            .range(..=blk)
+            .next_back()
+            .filter(|(_, &e)| e > blk)
+            .map(|(&s, &e)| (s, e))
     }
-    fn set_zeroed(&self, blk: u64, z: bool) {
-        let mut m = self.zeroed.write();
-        let w = m.entry(blk / 64).or_insert(0);
-        if z {
-            *w |= 1 << (blk % 64);
+
+    fn state(&self, blk: u64) -> Blk {
+        if self.is_present(blk) {
+            Blk::Present
+        } else if self.zeroed_at(blk).is_some() {
+            Blk::Zeroed
         } else {
-            *w &= !(1 << (blk % 64));
+            Blk::Below
         }
+    }
+
+    /// The first present block at or after `blk`.
+    fn next_present(&self, blk: u64) -> Option<u64> {
+        for (&w, &bits) in self.present.range(blk / 64..) {
+            let bits = if w == blk / 64 {
+                bits & (!0u64 << (blk % 64))
+            } else {
+                bits
+            };
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as u64);
+            }
+        }
+        None
+    }
+
+    /// The first block at or after `blk` that is not present.
+    fn next_absent(&self, blk: u64) -> u64 {
+        let mut b = blk;
+        loop {
+            let bits = self.present.get(&(b / 64)).copied().unwrap_or(0) >> (b % 64);
+            let run = (!bits).trailing_zeros() as u64; // present blocks from b
+            if run < 64 - b % 64 {
+                return b + run;
+            }
+            b = (b / 64 + 1) * 64;
+        }
+    }
+
+    /// The first zeroed interval starting after `blk`.
+    fn next_zeroed_start(&self, blk: u64) -> Option<u64> {
+        self.zeroed.range(blk + 1..).next().map(|(&s, _)| s)
+    }
+
+    /// Mark `blk` present, taking it out of any zeroed interval.
+    fn mark_present(&mut self, blk: u64) {
+        self.unzero(blk, blk + 1);
+        *self.present.entry(blk / 64).or_insert(0) |= 1 << (blk % 64);
+    }
+
+    /// Take `[a, b)` out of the zeroed intervals.
+    fn unzero(&mut self, a: u64, b: u64) {
+        let mut hit: Vec<(u64, u64)> = Vec::new();
+        if let Some(iv) = self.zeroed_at(a) {
+            hit.push(iv);
+        }
+        hit.extend(self.zeroed.range(a + 1..b).map(|(&s, &e)| (s, e)));
+        for (s, e) in hit {
+            self.zeroed.remove(&s);
+            if s < a {
+                self.zeroed.insert(s, a);
+            }
+            if e > b {
+                self.zeroed.insert(b, e);
+            }
+        }
+    }
+
+    /// Make `[a, b)` read as zeros: one interval (merged with its
+    /// neighbours), and no block of it present. Returns whether any block
+    /// was present (its data must be cleared from the allocator).
+    fn zero_blocks(&mut self, a: u64, b: u64) -> bool {
+        let mut had = false;
+        let words: Vec<u64> = self
+            .present
+            .range(a / 64..=(b - 1) / 64)
+            .map(|(&w, _)| w)
+            .collect();
+        for w in words {
+            let lo = (w * 64).max(a) - w * 64;
+            let hi = ((w + 1) * 64).min(b) - w * 64;
+            let mask = if hi - lo == 64 {
+                !0
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            if let Some(bits) = self.present.get_mut(&w) {
+                had |= *bits & mask != 0;
+                *bits &= !mask;
+                if *bits == 0 {
+                    self.present.remove(&w);
+                }
+            }
+        }
+        let (mut s, mut e) = (a, b);
+        if let Some((ps, pe)) = self.zeroed.range(..=a).next_back().map(|(&s, &e)| (s, e)) {
+            if pe >= a {
+                s = ps;
+                e = e.max(pe);
+            }
+        }
+        let inside: Vec<(u64, u64)> = self.zeroed.range(s..=b).map(|(&s, &e)| (s, e)).collect();
+        for (is, ie) in inside {
+            self.zeroed.remove(&is);
+            e = e.max(ie);
+        }
+        self.zeroed.insert(s, e);
+        had
     }
 }
 
@@ -160,23 +279,33 @@ impl CowHandle {
         }
     }
 
+    fn state(&self, blk: u64) -> Blk {
+        self.ov.map.read().state(blk)
+    }
+
     /// Read `buf` from `offset`, where it lies within one block.
     fn read_in_block(&self, buf: &mut [u8], offset: u64, copy_up: bool) -> Result<()> {
         let blk = offset / self.ov.bs;
-        if self.ov.is_present(blk) {
-            return self.ov.alloc.read(buf, offset).map_err(alloc_error);
+        match self.state(blk) {
+            Blk::Present => return self.ov.alloc.read(buf, offset).map_err(alloc_error),
+            Blk::Zeroed => {
+                buf.fill(0);
+                return Ok(());
+            }
+            Blk::Below => {}
         }
         if copy_up {
-            let _g = self.ov.write_lock.lock();
-            if !self.ov.is_present(blk) {
+            let g = self.ov.write_lock.lock();
+            if self.state(blk) == Blk::Below {
                 let data = self.read_block_below(blk)?;
                 self.ov
                     .alloc
                     .write(&data, blk * self.ov.bs)
                     .map_err(alloc_error)?;
-                self.ov.mark(blk);
+                self.ov.map.write().mark_present(blk);
             }
-            return self.ov.alloc.read(buf, offset).map_err(alloc_error);
+            drop(g);
+            return self.read_in_block(buf, offset, false);
         }
         self.next.pread(buf, offset, 0)
     }
@@ -209,32 +338,65 @@ impl CowHandle {
         Ok(())
     }
 
-    /// Write into the overlay: whole blocks directly, partial blocks by
-    /// first copying the block up. `data` None means zeros.
-    fn write_overlay(&self, data: Option<&[u8]>, count: u64, offset: u64) -> Result<()> {
-        let _g = self.ov.write_lock.lock();
+    /// Write `[off, off+n)`, within one block, into the overlay (`data`
+    /// None means zeros): a block not yet present is first copied up
+    /// from below (or is known zeros). Called under `write_lock`.
+    fn write_piece(&self, data: Option<&[u8]>, n: u64, off: u64) -> Result<()> {
         let bs = self.ov.bs;
-        self.each_piece(count, offset, |off, n| {
-            let blk = off / bs;
-            let whole = off % bs == 0 && (n == bs || off + n == self.size);
-            if !whole && !self.ov.is_present(blk) {
+        let blk = off / bs;
+        let whole = off.is_multiple_of(bs) && (n == bs || off + n == self.size);
+        match self.state(blk) {
+            Blk::Present => {}
+            Blk::Zeroed if data.is_none() => return Ok(()),
+            // Zeroed blocks hold nothing in the allocator: it reads zeros.
+            Blk::Zeroed => {}
+            Blk::Below if whole => {}
+            Blk::Below => {
                 let below = self.read_block_below(blk)?;
                 self.ov.alloc.write(&below, blk * bs).map_err(alloc_error)?;
             }
-            self.ov.set_zeroed(blk, data.is_none() && whole);
-            match data {
-                Some(d) => {
-                    let s = (off - offset) as usize;
-                    self.ov
-                        .alloc
-                        .write(&d[s..s + n as usize], off)
-                        .map_err(alloc_error)?
-                }
-                None => self.ov.alloc.zero(n, off).map_err(alloc_error)?,
-            }
-            self.ov.mark(blk);
-            Ok(())
+        }
+        match data {
+            Some(d) => self.ov.alloc.write(d, off).map_err(alloc_error)?,
+            None => self.ov.alloc.zero(n, off).map_err(alloc_error)?,
+        }
+        self.ov.map.write().mark_present(blk);
+        Ok(())
+    }
+
+    /// Write into the overlay: whole blocks directly, partial blocks by
+    /// first copying the block up.
+    fn write_overlay(&self, data: &[u8], offset: u64) -> Result<()> {
+        let _g = self.ov.write_lock.lock();
+        self.each_piece(data.len() as u64, offset, |off, n| {
+            let s = (off - offset) as usize;
+            self.write_piece(Some(&data[s..s + n as usize]), n, off)
         })
+    }
+
+    /// Zero `[offset, offset+count)`: partial blocks at the edges piece by
+    /// piece, the whole blocks between as one zeroed interval (their data
+    /// cleared from the allocator, which costs what it holds there).
+    fn zero_overlay(&self, count: u64, offset: u64) -> Result<()> {
+        let _g = self.ov.write_lock.lock();
+        let bs = self.ov.bs;
+        let end = offset + count;
+        let first = offset.div_ceil(bs);
+        // A last block cut short by the end of the disk counts as whole.
+        let last = if end == self.size {
+            end.div_ceil(bs)
+        } else {
+            end / bs
+        };
+        if first >= last {
+            return self.each_piece(count, offset, |off, n| self.write_piece(None, n, off));
+        }
+        let (a, b) = (first * bs, (last * bs).min(end));
+        self.each_piece(a - offset, offset, |off, n| self.write_piece(None, n, off))?;
+        if self.ov.map.write().zero_blocks(first, last) {
+            self.ov.alloc.zero(b - a, a).map_err(alloc_error)?;
+        }
+        self.each_piece(end - b, b, |off, n| self.write_piece(None, n, off))
     }
 }
 
@@ -258,7 +420,7 @@ impl Backend for CowHandle {
         })
     }
     fn pwrite(&self, buf: &[u8], offset: u64, _flags: u32) -> Result<()> {
-        self.write_overlay(Some(buf), buf.len() as u64, offset)
+        self.write_overlay(buf, offset)
     }
     fn flush(&self, _flags: u32) -> Result<()> {
         Ok(())
@@ -269,7 +431,7 @@ impl Backend for CowHandle {
     }
     fn zero(&self, count: u64, offset: u64, flags: u32) -> Result<()> {
         let _ = flags & flags::FAST_ZERO; // zeroing RAM is always fast
-        self.write_overlay(None, count, offset)
+        self.zero_overlay(count, offset)
     }
     fn cache(&self, count: u64, offset: u64, _flags: u32) -> Result<()> {
         if !self.on_cache {
@@ -281,10 +443,29 @@ impl Backend for CowHandle {
                 }
             });
         }
+        // Copy up every block below not yet in the overlay: work that
+        // grows with the length, so it stops at the request's budget.
         let bs = self.ov.bs;
-        let mut blk = offset / bs;
         let end = offset + count;
+        let mut blk = offset / bs;
         while blk * bs < end {
+            budget::check(
+                "cow: cache (cow-on-cache)",
+                (blk * bs).saturating_sub(offset),
+                count,
+            )?;
+            let map = self.ov.map.read();
+            match map.state(blk) {
+                Blk::Zeroed => {
+                    blk = map.zeroed_at(blk).map_or(blk + 1, |(_, e)| e);
+                    continue;
+                }
+                Blk::Present => {
+                    blk = map.next_absent(blk);
+                    continue;
+                }
+                Blk::Below => drop(map),
+            }
             let mut one = [0u8; 1];
             self.read_in_block(&mut one, blk * bs, true)?;
             blk += 1;
@@ -296,52 +477,49 @@ impl Backend for CowHandle {
         let end = offset + count;
         let mut e = Extents::new(offset, count);
         let mut off = offset;
-        while off < end {
-            let present = self.ov.is_present(off / bs);
-            // A run of blocks with the same presence.
-            let mut run_end = ((off / bs) + 1) * bs;
-            while run_end < end
-                && self.ov.is_present(run_end / bs) == present
-                && !(present && self.ov.is_zeroed(run_end / bs))
-            {
-                run_end += bs;
-            }
-            let run_end = run_end.min(end);
-            if present && self.ov.is_zeroed(off / bs) {
-                let mut z_end = ((off / bs) + 1) * bs;
-                while z_end < end && self.ov.is_present(z_end / bs) && self.ov.is_zeroed(z_end / bs)
-                {
-                    z_end += bs;
+        while off < end && !e.is_full() {
+            let blk = off / bs;
+            // A run of blocks in the same state, found from the maps (no
+            // walk over blocks the overlay does not hold).
+            let (state, run_end) = {
+                let map = self.ov.map.read();
+                let state = map.state(blk);
+                let run_blk = match state {
+                    Blk::Zeroed => map.zeroed_at(blk).map_or(blk + 1, |(_, e)| e),
+                    Blk::Present => map.next_absent(blk),
+                    Blk::Below => {
+                        let p = map.next_present(blk).unwrap_or(u64::MAX);
+                        let z = map.next_zeroed_start(blk).unwrap_or(u64::MAX);
+                        p.min(z)
+                    }
+                };
+                (state, run_blk.saturating_mul(bs).min(end))
+            };
+            match state {
+                Blk::Zeroed => e.add(off, run_end - off, extent_type::HOLE | extent_type::ZERO)?,
+                Blk::Present => {
+                    for x in self
+                        .ov
+                        .alloc
+                        .extents(run_end - off, off)
+                        .map_err(alloc_error)?
+                    {
+                        e.add(x.offset, x.length, x.typ)?;
+                    }
                 }
-                let z_end = z_end.min(end);
-                e.add(off, z_end - off, extent_type::HOLE | extent_type::ZERO)?;
-                if flags & flags::REQ_ONE != 0 {
-                    break;
-                }
-                off = z_end;
-                continue;
-            }
-            if present {
-                for x in self
-                    .ov
-                    .alloc
-                    .extents(run_end - off, off)
-                    .map_err(alloc_error)?
-                {
-                    e.add(x.offset, x.length, x.typ)?;
-                }
-            } else {
-                let got = self
-                    .next
-                    .extents(run_end - off, off, flags & !flags::REQ_ONE)?;
-                if got.is_empty() {
-                    return Err(BackendError::io("cow: the layer below returned no extents"));
-                }
-                for x in got.as_slice() {
-                    e.add(x.offset, x.length, x.typ)?;
-                }
-                if e.next_offset() < run_end {
-                    break;
+                Blk::Below => {
+                    let got = self
+                        .next
+                        .extents(run_end - off, off, flags & !flags::REQ_ONE)?;
+                    if got.is_empty() {
+                        return Err(BackendError::io("cow: the layer below returned no extents"));
+                    }
+                    for x in got.as_slice() {
+                        e.add(x.offset, x.length, x.typ)?;
+                    }
+                    if e.next_offset() < run_end {
+                        break;
+                    }
                 }
             }
             if flags & flags::REQ_ONE != 0 {

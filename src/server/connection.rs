@@ -126,7 +126,7 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     if let Some(neg) = handshake(&mut r, &mut w, &shared, &mut shutdown).await {
-        transmission(r, w, neg, shared, shutdown).await
+        transmission(r, w, neg, shutdown).await
     }
 }
 
@@ -159,13 +159,8 @@ where
 }
 
 /// The transmission phase on the async request loop.
-async fn transmission<R, W>(
-    mut r: R,
-    w: W,
-    neg: Negotiated,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn transmission<R, W>(mut r: R, w: W, neg: Negotiated, mut shutdown: watch::Receiver<bool>)
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -174,7 +169,7 @@ async fn transmission<R, W>(
     let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let w: SharedWriter = Arc::new(tokio::sync::Mutex::new(Box::new(w)));
     let writer = tokio::spawn(writer_task(w.clone(), rx));
-    let result = request_loop(&mut r, &export, &ci, &shared, tx, &w, &mut shutdown).await;
+    let result = request_loop(&mut r, &export, &ci, tx, &w, &mut shutdown).await;
     if let Err(e) = result {
         warn!("connection closed: {e}");
     }
@@ -215,7 +210,6 @@ async fn request_loop<R: AsyncRead + Unpin>(
     r: &mut R,
     export: &Export,
     ci: &ConnInfo,
-    shared: &Arc<Shared>,
     tx: mpsc::UnboundedSender<Out>,
     w: &SharedWriter,
     shutdown: &mut watch::Receiver<bool>,
@@ -300,7 +294,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             let lock = match model {
                 ThreadModel::Parallel => None,
                 ThreadModel::SerializeRequests => Some(&conn_lock),
-                ThreadModel::SerializeAllRequests => Some(&shared.global_lock),
+                ThreadModel::SerializeAllRequests => None,
             };
             let d = tokio::task::block_in_place(|| {
                 let _g = lock.map(|l| l.lock());
@@ -327,7 +321,6 @@ async fn request_loop<R: AsyncRead + Unpin>(
             (tx.clone(), permit),
             model,
             &conn_lock,
-            shared,
         );
     }
 }
@@ -341,12 +334,11 @@ fn spawn_request(
     (tx, permit): (mpsc::UnboundedSender<Out>, OwnedSemaphorePermit),
     model: ThreadModel,
     conn_lock: &Arc<parking_lot::Mutex<()>>,
-    shared: &Arc<Shared>,
 ) {
     let lock = match model {
         ThreadModel::Parallel => None,
         ThreadModel::SerializeRequests => Some(conn_lock.clone()),
-        ThreadModel::SerializeAllRequests => Some(shared.global_lock.clone()),
+        ThreadModel::SerializeAllRequests => None,
     };
     tokio::task::spawn_blocking(move || {
         let _g = lock.as_ref().map(|l| l.lock());

@@ -14,7 +14,6 @@ mod thread;
 pub use listen::{run, Listener};
 
 use crate::backend::Stack;
-use std::sync::Arc;
 
 /// What every connection needs to know.
 #[derive(Clone)]
@@ -31,9 +30,11 @@ pub struct ServerConfig {
     pub threads: usize,
 }
 
-/// Shared per-process state.
+/// Shared per-process state. No lock is held across a whole request:
+/// a layer that declares `SerializeAllRequests` or `SerializeRequests`
+/// (scripts) takes its lock per call, so a long request that runs in
+/// chunks (an emulated zero of 2^62 bytes) lets other connections in
+/// between them.
 pub struct Shared {
     pub config: ServerConfig,
-    /// Held by requests of `SerializeAllRequests` layers.
-    pub global_lock: Arc<parking_lot::Mutex<()>>,
 }

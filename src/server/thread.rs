@@ -143,15 +143,13 @@ pub async fn serve(
             let _e = span.entered();
             let ci = ConnInfo::of(&neg);
             let export = neg.export;
-            let global = (export.top().thread_model() == ThreadModel::SerializeAllRequests)
-                .then_some(&*shared.global_lock);
             let parallel = export.top().thread_model() == ThreadModel::Parallel;
             let mode = match (parallel, export.waits()) {
                 (false, _) => Mode::One,
                 (true, false) => Mode::Helper,
                 (true, true) => Mode::Pool(shared.config.threads.max(1)),
             };
-            if let Err(e) = request_loop(&s2, &export, &ci, global, mode) {
+            if let Err(e) = request_loop(&s2, &export, &ci, mode) {
                 warn!("connection closed: {e}");
             }
             if *stop.borrow() {
@@ -218,7 +216,6 @@ struct Conn<'a> {
     sock: &'a StdSocket,
     export: &'a Export,
     ci: ConnInfo,
-    global: Option<&'a parking_lot::Mutex<()>>,
     /// The read side: requests are taken under this lock.
     rd: parking_lot::Mutex<ReadSide>,
     /// Held while a worker writes its replies.
@@ -248,18 +245,11 @@ struct Taken {
 /// each takes requests under the read lock, runs them, and writes its
 /// replies under the write lock, so one worker's call overlaps another's
 /// socket I/O).
-fn request_loop(
-    sock: &StdSocket,
-    export: &Export,
-    ci: &ConnInfo,
-    global: Option<&parking_lot::Mutex<()>>,
-    mode: Mode,
-) -> io::Result<()> {
+fn request_loop(sock: &StdSocket, export: &Export, ci: &ConnInfo, mode: Mode) -> io::Result<()> {
     let conn = Conn {
         sock,
         export,
         ci: *ci,
-        global,
         rd: parking_lot::Mutex::new(ReadSide {
             buf: BytesMut::with_capacity(BATCH),
             end: false,
@@ -399,7 +389,6 @@ impl<'env> Conn<'env> {
                     batch.extend_from_slice(&rep.head);
                     continue;
                 }
-                let _g = self.global.map(|l| l.lock());
                 let d = dispatch::execute_into(
                     self.export,
                     &t.req,

@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long in-flight requests may run after SIGTERM/SIGINT before the
-/// process exits anyway (with status 1).
+/// process exits anyway (with status 1, a second later). The same 10 s as
+/// the server's wait for clients that stopped reading their replies.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
@@ -260,9 +261,12 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             let _ = std::thread::Builder::new()
                 .name("shutdown-grace".into())
                 .spawn(|| {
-                    std::thread::sleep(SHUTDOWN_GRACE);
+                    // At the grace the server closes connections whose
+                    // client stopped reading; a second more lets those end
+                    // cleanly (status 0).
+                    std::thread::sleep(SHUTDOWN_GRACE + Duration::from_secs(1));
                     tracing::error!(
-                        "shutdown: requests still running {}s after the signal; exiting anyway",
+                        "shutdown: requests still running after the {}s grace; exiting anyway",
                         SHUTDOWN_GRACE.as_secs()
                     );
                     std::process::exit(1);

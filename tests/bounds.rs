@@ -259,9 +259,17 @@ fn sigterm_during_a_huge_emulated_zero() {
 
 #[test]
 fn sigterm_with_a_wedged_request_exits_after_the_grace() {
-    // A write that sleeps 60 s: the process still exits 11 s after SIGTERM
-    // (the 10 s grace, then a second for connections closed at the grace).
-    let s = Server::start(&["--filter=delay", "memory", "1M", "delay-write=60"]);
+    // A write that never returns (a script loop with no budget): the
+    // process still exits 11 s after SIGTERM (the 10 s grace, then a
+    // second for connections closed at the grace).
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "wedge.rhai",
+        "fn get_size(h) { 1048576 }\nfn pread(h, count, offset) { blob(count) }\n\
+         fn pwrite(h, buf, offset) { let i = 0; loop { i += 1; } }\n",
+    );
+    let s = Server::start(&["--script-timeout=0", "--max-operations=0", &p]);
     let sock = s.sock.clone();
     let _client = std::thread::spawn(move || {
         let prog = format!(

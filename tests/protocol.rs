@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// A raw NBD client in python3 (only `socket` and `struct`), prepended to
 /// every raw test. `C()` connects to `sys.argv[1]` and reads the greeting.
-const RAW: &str = r#"
+pub const RAW: &str = r#"
 import socket, struct, sys
 IHAVEOPT = 0x49484156454F5054
 REPMAGIC = 0x3e889045565a9
@@ -78,7 +78,7 @@ ERR = 0x80000000
 "#;
 
 /// Run `RAW + body` with `/usr/bin/python3` against the server's socket.
-fn raw(s: &Server, body: &str) -> String {
+pub fn raw(s: &Server, body: &str) -> String {
     let prog = format!("{RAW}\n{body}\nprint('done')\n");
     let out = run("/usr/bin/python3", &["-c", &prog, s.sock.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -170,3 +170,32 @@ print("done %.3f" % el)
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn errors_sent_to_clients_carry_no_server_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.rhai");
+    std::fs::write(
+        &path,
+        "fn get_size(h) { 1048576 }\nfn pread(h, count, offset) { let x = [1][5]; blob(count) }\n",
+    )
+    .unwrap();
+    let s = Server::start(&[path.to_str().unwrap()]);
+    let out = raw(
+        &s,
+        r#"
+c = C(); c.opt(8); c.reps(); c.go()
+c.req(0, 0, 512, 1); cs = c.chunks(); assert errs(cs) == [5], cs
+msg = cs[0]["data"][6:].decode()
+print("msg:", msg)
+"#,
+    );
+    let msg = out.lines().find_map(|l| l.strip_prefix("msg: ")).unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(!msg.is_empty() && !msg.contains(d), "{msg}");
+    let (_, log) = s.stop();
+    assert!(
+        log.contains(&format!("{d}/bad.rhai:2:")),
+        "the log keeps the path:\n{log}"
+    );
+}

@@ -402,3 +402,23 @@ fn block_status(export: &Export, req: &Request, ci: &ConnInfo, out: &mut BytesMu
         Err(e) => error_into(out, req, ci, &e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::for_client;
+
+    #[test]
+    fn client_text_has_no_server_paths() {
+        assert_eq!(
+            for_client("open /srv/disks/a.img: Permission denied"),
+            "open a.img: Permission denied"
+        );
+        assert_eq!(
+            for_client("/home/u/p.rhai:3:5: pread: \"/etc/x\" failed"),
+            "p.rhai:3:5: pread: \"x\" failed"
+        );
+        assert_eq!(for_client("read 512/4096 bytes"), "read 512/4096 bytes");
+        assert_eq!(for_client("no path here"), "no path here");
+        assert_eq!(for_client("dir /tmp/d/ gone"), "dir d gone");
+    }
+}

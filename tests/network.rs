@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 fn a_live_socket_is_never_taken_over() {
     let a = Server::start(&["memory", "1M"]);
     let o = nbdscript()
+        .arg("-f")
         .arg("-U")
         .arg(&a.sock)
         .args(["memory", "1M"])
@@ -133,6 +134,7 @@ fn idle_clients_cannot_lock_out_a_good_one() {
     let mut child = std::process::Command::new("prlimit")
         .arg("--nofile=256:256")
         .arg(bin())
+        .arg("-f")
         .arg("-U")
         .arg(&sock)
         .arg("-P")

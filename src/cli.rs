@@ -104,6 +104,27 @@ pub struct Args {
     /// Script budget: milliseconds per call before the request fails with EIO.
     #[arg(long = "script-timeout", value_name = "MS")]
     pub script_timeout: Option<u64>,
+    /// TLS: off (default), on (offered; clients may stay in plain text) or require.
+    #[arg(long = "tls", value_name = "off|on|require", value_parser = ["off", "on", "require"])]
+    pub tls: Option<String>,
+    /// TLS X.509 directory: ca-cert.pem, server-cert.pem, server-key.pem (ca-crl.pem optional).
+    #[arg(long = "tls-certificates", value_name = "DIR")]
+    pub tls_certificates: Option<PathBuf>,
+    /// TLS-PSK: a psktool file of `username:hexkey` lines (overrides X.509).
+    #[arg(long = "tls-psk", value_name = "FILE")]
+    pub tls_psk: Option<PathBuf>,
+    /// TLS X.509: require a client certificate signed by ca-cert.pem.
+    #[arg(long = "tls-verify-peer")]
+    pub tls_verify_peer: bool,
+    /// Close a client whose handshake (TLS included) takes longer than SECS (default 30).
+    #[arg(long = "timeout", value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Open connections at most; at the limit the oldest still in its handshake is closed (default: from the open-file limit).
+    #[arg(long = "max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Enable TCP keepalive on client connections.
+    #[arg(long = "keepalive")]
+    pub keepalive: bool,
     /// PLUGIN, then KEY=VALUE parameters (a bare first value goes to the plugin's magic key).
     #[arg(value_name = "PLUGIN [KEY=VALUE]...")]
     pub words: Vec<String>,
@@ -136,6 +157,42 @@ pub struct Config {
     pub hexdump: Option<(u64, Option<u64>)>,
     pub extended_headers: bool,
     pub dump: Vec<(String, String)>,
+    pub tls: TlsSpec,
+    pub handshake_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub keepalive: bool,
+}
+
+/// The TLS flags, checked; the credentials are loaded by `main`.
+#[derive(Debug, Clone)]
+pub struct TlsSpec {
+    pub mode: crate::server::TlsMode,
+    pub certificates: Option<PathBuf>,
+    pub psk: Option<PathBuf>,
+    pub verify_peer: bool,
+}
+
+/// Open files allowed (the soft limit), if known.
+fn nofile_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    Some(r.rlim_cur)
+}
+
+/// Default connection limit: what the open-file limit leaves after the
+/// descriptors plugins, logs and the runtime need (each connection holds
+/// one), at most 1000.
+fn default_max_connections() -> usize {
+    match nofile_limit() {
+        Some(n) => (n.saturating_sub(64) / 2).clamp(1, 1000) as usize,
+        None => 1000,
+    }
 }
 
 /// Options the script host needs.
@@ -496,7 +553,41 @@ impl Args {
         if threads == 0 {
             return Err(ConfigError::new("--threads=0: give at least 1"));
         }
+        use crate::server::TlsMode;
+        let mode = match self.tls.as_deref() {
+            None | Some("off") => TlsMode::Off,
+            Some("on") => TlsMode::On,
+            _ => TlsMode::Require,
+        };
+        if mode == TlsMode::Off
+            && (self.tls_certificates.is_some() || self.tls_psk.is_some() || self.tls_verify_peer)
+        {
+            return Err(ConfigError::new(
+                "--tls-certificates, --tls-psk and --tls-verify-peer need --tls=on or --tls=require",
+            ));
+        }
+        let handshake_timeout = match self.timeout {
+            None => std::time::Duration::from_secs(30),
+            Some(t) if t > 0.0 && t <= 86400.0 => std::time::Duration::from_secs_f64(t),
+            Some(t) => {
+                return Err(ConfigError::new(format!(
+                    "--timeout={t}: give a number of seconds above 0"
+                )))
+            }
+        };
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::new("--max-connections=0: give at least 1"));
+        }
         Ok(Config {
+            tls: TlsSpec {
+                mode,
+                certificates: self.tls_certificates.clone(),
+                psk: self.tls_psk.clone(),
+                verify_peer: self.tls_verify_peer,
+            },
+            handshake_timeout,
+            max_connections: self.max_connections.unwrap_or_else(default_max_connections),
+            keepalive: self.keepalive,
             stack,
             plugin_name: plugin_name.clone(),
             listen,

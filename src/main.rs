@@ -186,17 +186,34 @@ impl Drop for TempSock {
     }
 }
 
+/// Make `$TMPDIR/nbdscriptXXXXXXXX` (random name, mode 0700, never an
+/// existing path) for `-U -`.
 fn temp_sock() -> anyhow::Result<(TempSock, PathBuf)> {
+    use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/tmp".into());
-    for i in 0..100u32 {
-        let dir = base.join(format!("nbdscript{}-{}", std::process::id(), i));
-        if std::fs::create_dir(&dir).is_ok() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            let sock = dir.join("socket");
-            return Ok((TempSock { dir }, sock));
+    for _ in 0..100u32 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom fills the buffer it is given.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        anyhow::ensure!(n == r.len() as isize, "cannot get random bytes");
+        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = base.join(format!("nbdscript{name}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                let sock = dir.join("socket");
+                return Ok((TempSock { dir }, sock));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot create a private socket directory in {}",
+                        base.display()
+                    )
+                })
+            }
         }
     }
     anyhow::bail!(
@@ -205,19 +222,96 @@ fn temp_sock() -> anyhow::Result<(TempSock, PathBuf)> {
     )
 }
 
-fn uri(listen: &Listener, sock: Option<&PathBuf>, export: &str) -> String {
-    match (listen, sock) {
-        (Listener::Tcp(_), _) => format!(
-            "nbd://localhost:{}/{}",
-            listen.port().unwrap_or(10809),
-            export
-        ),
-        (_, Some(p)) => format!("nbd+unix:///{}?socket={}", export, p.display()),
+/// Percent-encode for a URI (RFC 3986 unreserved characters and `/` stay).
+fn pct(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// The NBD URI clients use: `nbd[s]://` for TCP, `nbd[s]+unix://` for a
+/// socket, with what a TLS client needs (`tls-certificates=` or the user
+/// and `tls-psk-file=`).
+fn uri(
+    listen: &Listener,
+    sock: Option<&PathBuf>,
+    export: &str,
+    tls: Option<&server::Credentials>,
+) -> String {
+    let s = if tls.is_some() { "s" } else { "" };
+    let user = match tls {
+        Some(server::Credentials::Psk(_, u)) => format!("{}@", pct(u)),
         _ => String::new(),
+    };
+    let mut query = Vec::new();
+    let base = match (listen, sock) {
+        (Listener::Tcp(_), _) => format!(
+            "nbd{s}://{user}localhost:{}/{}",
+            listen.port().unwrap_or(10809),
+            pct(export)
+        ),
+        (_, Some(p)) => {
+            query.push(format!("socket={}", pct(&p.to_string_lossy())));
+            format!("nbd{s}+unix://{user}/{}", pct(export))
+        }
+        _ => return String::new(),
+    };
+    match tls {
+        Some(server::Credentials::X509(d)) => {
+            query.push(format!("tls-certificates={}", pct(&d.to_string_lossy())))
+        }
+        Some(server::Credentials::Psk(f, _)) => {
+            query.push(format!("tls-psk-file={}", pct(&f.to_string_lossy())))
+        }
+        None => {}
+    }
+    if query.is_empty() {
+        base
+    } else {
+        format!("{base}?{}", query.join("&"))
     }
 }
 
+/// Load the TLS credentials the flags ask for.
+fn tls_config(spec: &cli::TlsSpec) -> anyhow::Result<Option<Arc<server::TlsConfig>>> {
+    use server::{TlsConfig, TlsMode};
+    if spec.mode == TlsMode::Off {
+        return Ok(None);
+    }
+    let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let cfg = if let Some(f) = &spec.psk {
+        TlsConfig::psk(spec.mode, &abs(f))
+    } else {
+        let dir = match &spec.certificates {
+            Some(d) => abs(d),
+            None => server::default_certificates_dirs()
+                .into_iter()
+                .find(|d| d.join("server-cert.pem").exists())
+                .with_context(|| {
+                    format!(
+                        "--tls needs --tls-certificates=DIR or --tls-psk=FILE (no server-cert.pem in {})",
+                        server::default_certificates_dirs()
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+        };
+        TlsConfig::x509(spec.mode, &dir, spec.verify_peer)
+    };
+    cfg.map(|c| Some(Arc::new(c)))
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Result<ExitCode> {
+    let tls = tls_config(&config.tls)?;
     let (tx, rx) = watch::channel(false);
     let mut _tmp = None;
     let mut sock_path = None;
@@ -273,7 +367,12 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
                 });
         });
     }
-    let the_uri = uri(&listener, sock_path.as_ref(), &config.export_name);
+    let the_uri = uri(
+        &listener,
+        sock_path.as_ref(),
+        &config.export_name,
+        tls.as_ref().map(|t| &t.credentials),
+    );
     if let Some(pf) = &config.pidfile {
         std::fs::write(pf, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile {}", pf.display()))?;
@@ -293,6 +392,10 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             export_name: config.export_name.clone(),
             extended_headers: config.extended_headers,
             threads: config.threads,
+            tls,
+            handshake_timeout: config.handshake_timeout,
+            max_connections: config.max_connections,
+            keepalive: config.keepalive,
         },
     });
     let port = listener.port();
@@ -319,10 +422,15 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             _ = rx2.changed() => None,
         };
         code = match status {
-            Some(Ok(s)) => match s.code() {
-                Some(c) => ExitCode::from(c as u8),
-                None => ExitCode::from(1),
-            },
+            Some(Ok(s)) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (s.code(), s.signal()) {
+                    (Some(c), _) => ExitCode::from(c as u8),
+                    // As a shell reports it: 128 + the signal.
+                    (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
+                    _ => ExitCode::from(1),
+                }
+            }
             Some(Err(e)) => {
                 eprintln!("nbdscript: --run command failed: {e}");
                 ExitCode::from(1)

@@ -1,6 +1,6 @@
 //! One request: validate it against what was negotiated, run it on the
-//! export (inline or on a worker thread, the caller decides) and build the
-//! reply frames. Synchronous: no tokio here.
+//! export and build the reply frames (one plan per READ). Synchronous: no
+//! tokio here.
 
 use crate::backend::{BackendError, Errno, Export};
 use crate::protocol::consts::*;
@@ -27,10 +27,9 @@ impl ConnInfo {
     }
 }
 
-/// Reply frames: `head`, then `data` (a read buffer sent without copying).
+/// The frames of a reply given without reaching the export.
 pub struct Reply {
     pub head: BytesMut,
-    pub data: Option<Vec<u8>>,
 }
 
 /// Reads at least this large may be answered with OFFSET_HOLE chunks.
@@ -161,30 +160,75 @@ pub fn refusal(
 
 /// Build the error reply for a request.
 pub fn error_reply(req: &Request, ci: &ConnInfo, e: &BackendError) -> Reply {
-    debug!(cookie = req.cookie, cmd = req.typ, "request failed: {e}");
     let mut head = BytesMut::with_capacity(64);
+    error_into(&mut head, req, ci, e);
+    Reply { head }
+}
+
+/// Append the error reply for a request; the text the client sees has no
+/// server-side paths.
+fn error_into(out: &mut BytesMut, req: &Request, ci: &ConnInfo, e: &BackendError) {
+    debug!(cookie = req.cookie, cmd = req.typ, "request failed: {e}");
     tx::error_reply(
-        &mut head,
+        out,
         ci.mode,
         req.cookie,
         req.offset,
         e.errno.wire(),
-        &e.message,
+        &for_client(&e.message),
     );
-    Reply { head, data: None }
 }
 
-fn ok_reply(req: &Request, ci: &ConnInfo) -> Reply {
-    let mut head = BytesMut::with_capacity(32);
-    tx::ok_reply(&mut head, ci.mode, req.cookie, req.offset);
-    Reply { head, data: None }
+/// A message as a client may see it: every absolute path is cut to its
+/// last component (`/srv/disks/a.img: denied` → `a.img: denied`).
+pub fn for_client(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find('/') {
+        let starts_token = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "\"'`([{=,;<".contains(c));
+        if !starts_token {
+            out.push_str(&rest[..=i]);
+            rest = &rest[i + 1..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "\"'`)]},;:<>".contains(c))
+            .unwrap_or(tail.len());
+        let path = &tail[..end];
+        match path.trim_end_matches('/').rsplit('/').next() {
+            Some(base) if !base.is_empty() => out.push_str(base),
+            _ => out.push_str(path),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
-/// Run a validated request. `payload` is the WRITE data.
-pub fn execute(export: &Export, req: &Request, payload: Option<Vec<u8>>, ci: &ConnInfo) -> Reply {
+/// Run a validated request, appending its reply to `out`; a large read's
+/// data is returned instead, to be written after `out` without a copy.
+/// `big` is a buffer the caller hands back after writing a large read (no
+/// allocation, no page faults per request).
+pub fn execute_into(
+    export: &Export,
+    req: &Request,
+    payload: Option<Vec<u8>>,
+    ci: &ConnInfo,
+    out: &mut BytesMut,
+    big: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
     let fua = req.flags & CMD_FLAG_FUA != 0;
     let r = match req.typ {
-        CMD_READ => return read(export, req, ci),
+        CMD_READ => return read(export, req, ci, out, big),
+        CMD_BLOCK_STATUS => {
+            block_status(export, req, ci, out);
+            return None;
+        }
         CMD_WRITE => export.write(payload.unwrap_or_default(), req.offset, fua),
         CMD_FLUSH => export.flush(),
         CMD_TRIM => export.trim(req.length, req.offset, fua),
@@ -196,46 +240,60 @@ pub fn execute(export: &Export, req: &Request, payload: Option<Vec<u8>>, ci: &Co
             req.flags & CMD_FLAG_FAST_ZERO != 0,
         ),
         CMD_CACHE => export.cache(req.length, req.offset),
-        CMD_BLOCK_STATUS => return block_status(export, req, ci),
         _ => Err(fail(Errno::Inval, "unknown command")),
     };
     match r {
-        Ok(()) => ok_reply(req, ci),
-        Err(e) => error_reply(req, ci, &e),
+        Ok(()) => tx::ok_reply(out, ci.mode, req.cookie, req.offset),
+        Err(e) => error_into(out, req, ci, &e),
+    }
+    None
+}
+
+/// The data chunk header (or simple reply) for a read answered whole.
+fn data_header(out: &mut BytesMut, req: &Request, ci: &ConnInfo) {
+    match ci.mode {
+        ReplyMode::Simple => tx::simple_reply(out, req.cookie, 0),
+        m => tx::offset_data_header(out, m, req.cookie, req.offset, req.offset, req.length, true),
     }
 }
 
-/// Run a validated request, appending the reply to `out`; a large read's
-/// data is returned instead, to be written without a copy. Small reads go
-/// straight into `out`: no buffer of their own, no copy. Large reads use
-/// `big`, a buffer the caller hands back after writing it (no allocation,
-/// no page faults per request).
-pub fn execute_into(
+/// The one read plan: holes as OFFSET_HOLE chunks when the client allows
+/// it and the range has any; else small reads straight into `out`; large
+/// ones into an owned buffer (the plugin's own, or `big`) returned to be
+/// written without a copy.
+fn read(
     export: &Export,
     req: &Request,
-    payload: Option<Vec<u8>>,
     ci: &ConnInfo,
     out: &mut BytesMut,
     big: &mut Vec<u8>,
 ) -> Option<Vec<u8>> {
-    if req.typ == CMD_READ && req.length >= SPARSE_READ_MIN as u64 {
-        let df = req.flags & CMD_FLAG_DF != 0;
-        if ci.mode != ReplyMode::Simple
-            && !df
-            && export.info().sparse_reads
-            && export.info().can_extents
-        {
-            if let Some(r) = sparse_read(export, req, ci) {
-                out.extend_from_slice(&r.head);
-                return None;
-            }
+    let info = export.info();
+    let large = req.length >= SPARSE_READ_MIN as u64;
+    if large
+        && ci.mode != ReplyMode::Simple
+        && req.flags & CMD_FLAG_DF == 0
+        && info.sparse_reads
+        && info.can_extents
+        && sparse_read(export, req, ci, out)
+    {
+        return None;
+    }
+    if !large {
+        let start = out.len();
+        data_header(out, req, ci);
+        let data_at = out.len();
+        out.resize(data_at + req.length as usize, 0);
+        if let Err(e) = export.read_into(&mut out[data_at..], req.offset) {
+            out.truncate(start);
+            error_into(out, req, ci, &e);
         }
-        if export.info().owned_reads {
-            let rep = plain_read(export, req, ci);
-            out.extend_from_slice(&rep.head);
-            return rep.data;
-        }
-        let count = req.length as usize;
+        return None;
+    }
+    let count = req.length as usize;
+    let r = if info.owned_reads {
+        export.read(req.length as u32, req.offset)
+    } else {
         let mut v = if big.capacity() >= count {
             let mut v = std::mem::take(big);
             if v.len() >= count {
@@ -247,95 +305,37 @@ pub fn execute_into(
         } else {
             crate::backend::read_buffer(count)
         };
-        return match export.read_into(&mut v, req.offset) {
-            Ok(()) => {
-                match ci.mode {
-                    ReplyMode::Simple => tx::simple_reply(out, req.cookie, 0),
-                    m => tx::offset_data_header(
-                        out, m, req.cookie, req.offset, req.offset, req.length, true,
-                    ),
-                }
-                Some(v)
-            }
+        match export.read_into(&mut v, req.offset) {
+            Ok(()) => Ok(v),
             Err(e) => {
                 *big = v;
-                out.extend_from_slice(&error_reply(req, ci, &e).head);
-                None
-            }
-        };
-    }
-    if req.typ == CMD_READ && req.length < SPARSE_READ_MIN as u64 {
-        let start = out.len();
-        match ci.mode {
-            ReplyMode::Simple => tx::simple_reply(out, req.cookie, 0),
-            m => {
-                tx::offset_data_header(out, m, req.cookie, req.offset, req.offset, req.length, true)
+                Err(e)
             }
         }
-        let data_at = out.len();
-        out.resize(data_at + req.length as usize, 0);
-        if let Err(e) = export.read_into(&mut out[data_at..], req.offset) {
-            out.truncate(start);
-            out.extend_from_slice(&error_reply(req, ci, &e).head);
+    };
+    match r {
+        Ok(v) => {
+            data_header(out, req, ci);
+            Some(v)
         }
-        return None;
-    }
-    let rep = execute(export, req, payload, ci);
-    out.extend_from_slice(&rep.head);
-    rep.data
-}
-
-fn read(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
-    let count = req.length as u32;
-    let df = req.flags & CMD_FLAG_DF != 0;
-    if ci.mode != ReplyMode::Simple
-        && !df
-        && count >= SPARSE_READ_MIN
-        && export.info().sparse_reads
-        && export.info().can_extents
-    {
-        if let Some(r) = sparse_read(export, req, ci) {
-            return r;
+        Err(e) => {
+            error_into(out, req, ci, &e);
+            None
         }
-    }
-    plain_read(export, req, ci)
-}
-
-/// A read answered with one data chunk, from an owned buffer.
-fn plain_read(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
-    let count = req.length as u32;
-    match export.read(count, req.offset) {
-        Ok(data) => {
-            let mut head = BytesMut::with_capacity(40);
-            match ci.mode {
-                ReplyMode::Simple => tx::simple_reply(&mut head, req.cookie, 0),
-                m => tx::offset_data_header(
-                    &mut head,
-                    m,
-                    req.cookie,
-                    req.offset,
-                    req.offset,
-                    count as u64,
-                    true,
-                ),
-            }
-            Reply {
-                head,
-                data: Some(data),
-            }
-        }
-        Err(e) => error_reply(req, ci, &e),
     }
 }
 
-/// A read answered with OFFSET_HOLE chunks for zero ranges. `None` when
-/// the range is all data (the caller does a plain read) or extents failed.
-fn sparse_read(export: &Export, req: &Request, ci: &ConnInfo) -> Option<Reply> {
-    let ext = export.extents(req.length, req.offset, false).ok()?;
+/// A read answered with OFFSET_HOLE chunks for zero ranges, appended to
+/// `out`. False when the range is all data (the caller reads it whole) or
+/// extents failed.
+fn sparse_read(export: &Export, req: &Request, ci: &ConnInfo, out: &mut BytesMut) -> bool {
+    let Ok(ext) = export.extents(req.length, req.offset, false) else {
+        return false;
+    };
     let list = ext.as_slice();
     let zero = crate::backend::extent_type::ZERO;
     if list.iter().all(|e| e.typ & zero == 0) {
-        return None;
+        return false;
     }
     let end = req.offset + req.length;
     // Make the extents cover the whole request (the last may stop early).
@@ -350,40 +350,32 @@ fn sparse_read(export: &Export, req: &Request, ci: &ConnInfo) -> Option<Reply> {
     if covered < end {
         parts.push((covered, end - covered, false));
     }
-    let mut head = BytesMut::with_capacity(64 + req.length as usize / 2);
+    let start = out.len();
+    let head = out;
     let n = parts.len();
     for (i, (off, len, is_zero)) in parts.into_iter().enumerate() {
         let done = i + 1 == n;
         if is_zero {
-            tx::offset_hole(
-                &mut head, ci.mode, req.cookie, req.offset, off, len as u32, done,
-            );
+            tx::offset_hole(head, ci.mode, req.cookie, req.offset, off, len as u32, done);
         } else {
             match export.read(len as u32, off) {
                 Ok(d) => {
-                    tx::offset_data_header(
-                        &mut head, ci.mode, req.cookie, req.offset, off, len, done,
-                    );
+                    tx::offset_data_header(head, ci.mode, req.cookie, req.offset, off, len, done);
                     head.extend_from_slice(&d);
                 }
                 Err(e) => {
-                    tx::error_reply(
-                        &mut head,
-                        ci.mode,
-                        req.cookie,
-                        req.offset,
-                        e.errno.wire(),
-                        &e.message,
-                    );
-                    return Some(Reply { head, data: None });
+                    // Chunks already built are dropped: one error reply.
+                    head.truncate(start);
+                    error_into(head, req, ci, &e);
+                    return true;
                 }
             }
         }
     }
-    Some(Reply { head, data: None })
+    true
 }
 
-fn block_status(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
+fn block_status(export: &Export, req: &Request, ci: &ConnInfo, out: &mut BytesMut) {
     let req_one = req.flags & CMD_FLAG_REQ_ONE != 0;
     match export.extents(req.length, req.offset, req_one) {
         Ok(e) => {
@@ -398,17 +390,35 @@ fn block_status(export: &Export, req: &Request, ci: &ConnInfo) -> Reply {
                 .take(MAX_EXTENTS)
                 .map(|x| (x.length.min(cap), x.typ))
                 .collect();
-            let mut head = BytesMut::with_capacity(32 + list.len() * 16);
             tx::block_status(
-                &mut head,
+                out,
                 ci.mode,
                 req.cookie,
                 req.offset,
                 BASE_ALLOCATION_ID,
                 &list,
             );
-            Reply { head, data: None }
         }
-        Err(e) => error_reply(req, ci, &e),
+        Err(e) => error_into(out, req, ci, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_client;
+
+    #[test]
+    fn client_text_has_no_server_paths() {
+        assert_eq!(
+            for_client("open /srv/disks/a.img: Permission denied"),
+            "open a.img: Permission denied"
+        );
+        assert_eq!(
+            for_client("/home/u/p.rhai:3:5: pread: \"/etc/x\" failed"),
+            "p.rhai:3:5: pread: \"x\" failed"
+        );
+        assert_eq!(for_client("read 512/4096 bytes"), "read 512/4096 bytes");
+        assert_eq!(for_client("no path here"), "no path here");
+        assert_eq!(for_client("dir /tmp/d/ gone"), "dir d gone");
     }
 }

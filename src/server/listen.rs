@@ -1,10 +1,16 @@
-//! Listeners (TCP, Unix, a socket passed by systemd) and `run`, the accept
-//! loop: a connection task per client, and on shutdown stop accepting,
-//! let connections finish in-flight requests, then return.
+//! Listeners (TCP, Unix, a socket passed by systemd, stdio) and `run`, the
+//! accept loop: a connection per client up to `--max-connections` (at the
+//! limit, or out of descriptors, the oldest connection still in its
+//! handshake is closed to make room), and on shutdown stop accepting, let
+//! connections finish in-flight requests, then return.
 
-use super::connection::{serve, serve_socket, Socket};
+use super::connection::{serve, ConnState};
+use super::transport::{Pipes, Socket, Transport};
 use super::Shared;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -12,23 +18,35 @@ use tracing::{info, info_span, warn, Instrument};
 
 /// Where clients come from.
 pub enum Listener {
-    Unix(UnixListener, PathBuf),
+    /// The socket, its path, and the (device, inode) of the socket file
+    /// this process created (removed at exit only if still that file).
+    Unix(UnixListener, PathBuf, Option<(u64, u64)>),
     Tcp(TcpListener),
     /// One client on standard input/output (`-s`).
     Stdio,
 }
 
 impl Listener {
-    /// Bind a Unix socket, replacing a stale socket file.
+    /// Bind a Unix socket. A stale socket file (nobody answers) is
+    /// replaced; a live one is refused: "address already in use".
     pub fn unix(path: PathBuf) -> std::io::Result<Listener> {
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
             use std::os::unix::fs::FileTypeExt;
             if meta.file_type().is_socket() {
+                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "address already in use: another server is listening on this socket",
+                    ));
+                }
                 let _ = std::fs::remove_file(&path);
             }
         }
         let l = UnixListener::bind(&path)?;
-        Ok(Listener::Unix(l, path))
+        let id = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        Ok(Listener::Unix(l, path, id))
     }
 
     /// Bind TCP on `addr:port` (TCP_NODELAY is set per connection). `::`
@@ -83,6 +101,7 @@ impl Listener {
             Ok(Some(Listener::Unix(
                 UnixListener::from_std(std_l)?,
                 PathBuf::new(),
+                None,
             )))
         } else {
             // SAFETY: see above; the fd is a listening TCP socket.
@@ -101,96 +120,163 @@ impl Listener {
     }
 }
 
+/// The open connections, oldest first, for the connection limit.
+#[derive(Default)]
+struct Conns {
+    map: parking_lot::Mutex<BTreeMap<u64, Arc<ConnState>>>,
+}
+
+impl Conns {
+    fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Close the oldest connection still in its handshake; false if none.
+    fn evict_one(&self) -> bool {
+        let mut m = self.map.lock();
+        let victim = m
+            .iter()
+            .find(|(_, c)| c.negotiating.load(SeqCst))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| m.remove(&id)) {
+            Some(c) => {
+                c.closer.shutdown_both();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serve until `shutdown` becomes true, then wait for connections to end.
 /// A test server is one line: `tokio::spawn(run(listener, shared, rx))`.
 pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut conns = tokio::task::JoinSet::new();
-    let mut id: u64 = 0;
-    match &listener {
-        Listener::Stdio => {
-            let span = info_span!("conn", id = 0, peer = "stdio");
-            match stdio_socket() {
-                Some(s) => {
-                    serve_socket(Socket::Unix(s), shared.clone(), shutdown.clone())
-                        .instrument(span)
-                        .await
-                }
-                None => {
-                    serve(
-                        tokio::io::stdin(),
-                        tokio::io::stdout(),
-                        shared.clone(),
-                        shutdown.clone(),
-                    )
+    if let Listener::Stdio = listener {
+        let span = info_span!("conn", id = 0, peer = "stdio");
+        match stdio_transport() {
+            Ok(t) => {
+                let state = conn_state(&t);
+                serve(t, shared.clone(), shutdown.clone(), state)
                     .instrument(span)
                     .await
-                }
             }
-            return;
+            Err(e) => warn!("cannot use standard input/output: {e}"),
         }
-        _ => loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            id += 1;
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = conns.join_next(), if !conns.is_empty() => { id -= 1; continue; }
-                res = accept(&listener) => match res {
-                    Ok((sock, peer)) => {
-                        let span = info_span!("conn", id, %peer);
-                        info!(parent: &span, "accepted");
-                        conns.spawn(serve_socket(sock, shared.clone(), shutdown.clone()).instrument(span));
+        return;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let conns = Arc::new(Conns::default());
+    let max = shared.config.max_connections.max(1);
+    let mut id: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tasks.join_next(), if !tasks.is_empty() => continue,
+            res = accept(&listener, shared.config.keepalive) => match res {
+                Ok((t, peer)) => {
+                    id += 1;
+                    if conns.len() >= max && !conns.evict_one() {
+                        warn!(%peer, "connection limit {max} reached: refusing");
+                        continue;
                     }
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        // Out of descriptors or similar: back off briefly
-                        // rather than spin.
+                    let span = info_span!("conn", id, %peer);
+                    info!(parent: &span, "accepted");
+                    let state = conn_state(&t);
+                    conns.map.lock().insert(id, state.clone());
+                    let (c, sh, rx) = (conns.clone(), shared.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        serve(t, sh, rx, state).instrument(span).await;
+                        c.map.lock().remove(&id);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: make room by closing
+                    // an idle handshake, or back off briefly.
+                    warn!("accept failed: {e}");
+                    if !conns.evict_one() {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     }
                 }
             }
-        },
+        }
     }
-    while conns.join_next().await.is_some() {}
-    if let Listener::Unix(_, path) = &listener {
-        if !path.as_os_str().is_empty() {
+    while tasks.join_next().await.is_some() {}
+    if let Listener::Unix(_, path, Some((dev, ino))) = &listener {
+        // Only the socket this process made: another server may have
+        // taken the path since.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino) {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
-/// Standard input as a Unix socket, when it is one (libnbd's
-/// `connect_command` passes a socketpair): faster than tokio's stdio.
-fn stdio_socket() -> Option<tokio::net::UnixStream> {
+fn conn_state(t: &Transport) -> Arc<ConnState> {
+    Arc::new(ConnState {
+        closer: t.closer(),
+        negotiating: AtomicBool::new(true),
+    })
+}
+
+/// Standard input/output: a socket when stdin is one (libnbd's
+/// `connect_command` passes a socketpair), else a pipe pair.
+fn stdio_transport() -> std::io::Result<Transport> {
     use std::os::unix::io::FromRawFd;
-    // SAFETY: fstat/dup on fd 0, which this process owns.
-    unsafe {
+    // SAFETY: fstat on fd 0, which this process owns.
+    let is_sock = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(0, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return None;
-        }
-        let fd = libc::dup(0);
+        libc::fstat(0, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    };
+    if is_sock {
+        // SAFETY: a new descriptor we own.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
         if fd < 0 {
-            return None;
+            return Err(std::io::Error::last_os_error());
         }
-        let s = std::os::unix::net::UnixStream::from_raw_fd(fd);
-        s.set_nonblocking(true).ok()?;
-        tokio::net::UnixStream::from_std(s).ok()
+        // SAFETY: just created; a stream socket.
+        let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+        s.set_nonblocking(false)?;
+        return Ok(Transport::Plain(Arc::new(Socket::Unix(s))));
+    }
+    Ok(Transport::Pipes(Pipes::stdio()?))
+}
+
+fn set_keepalive(s: &std::net::TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option on our socket.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
-async fn accept(l: &Listener) -> std::io::Result<(Socket, String)> {
-    match l {
-        Listener::Unix(u, _) => {
+async fn accept(l: &Listener, keepalive: bool) -> std::io::Result<(Transport, String)> {
+    let (sock, peer) = match l {
+        Listener::Unix(u, _, _) => {
             let (s, _) = u.accept().await?;
-            Ok((Socket::Unix(s), "unix".to_string()))
+            (Socket::Unix(s.into_std()?), "unix".to_string())
         }
         Listener::Tcp(t) => {
             let (s, addr) = t.accept().await?;
             let _ = s.set_nodelay(true);
-            Ok((Socket::Tcp(s), addr.to_string()))
+            let s = s.into_std()?;
+            if keepalive {
+                set_keepalive(&s);
+            }
+            (Socket::Tcp(s), addr.to_string())
         }
-        Listener::Stdio => Err(std::io::Error::other("stdio has no accept")),
-    }
+        Listener::Stdio => return Err(std::io::Error::other("stdio has no accept")),
+    };
+    sock.set_nonblocking(false)?;
+    Ok((Transport::Plain(Arc::new(sock)), peer))
 }

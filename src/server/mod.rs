@@ -1,17 +1,21 @@
-//! The server: listeners (TCP, Unix, stdin, systemd activation), the
-//! handshake, the two request loops (connection threads with blocking
-//! socket I/O in `thread`, the async loop with a worker pool in
-//! `connection`), captive `--run` and shutdown.
-//! Uses tokio; talks to `protocol` for frames and `backend` for data.
-//! Must not import rhai or any plugin.
+//! The server: listeners (TCP, Unix, stdin, systemd activation) and the
+//! connection limit (`listen`), transports (socket, TLS, pipes), the
+//! handshake with STARTTLS, the one request loop (connection threads with
+//! blocking I/O in `thread`), and shutdown. tokio runs only the listeners
+//! and the watch over each connection; talks to `protocol` for frames and
+//! `backend` for data. Must not import rhai or any plugin.
 
 mod connection;
 mod dispatch;
 mod listen;
 mod negotiate;
 mod thread;
+mod tls;
+mod transport;
 
+pub use dispatch::for_client;
 pub use listen::{run, Listener};
+pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode};
 
 use crate::backend::Stack;
 
@@ -28,6 +32,15 @@ pub struct ServerConfig {
     /// `--threads`: most worker threads per connection for exports whose
     /// calls wait on I/O or a timer (nbdkit's threads per connection).
     pub threads: usize,
+    /// TLS, when `--tls` is on or require.
+    pub tls: Option<Arc<TlsConfig>>,
+    /// `--timeout`: the longest a handshake may take.
+    pub handshake_timeout: std::time::Duration,
+    /// `--max-connections`: open connections at most; at the limit the
+    /// oldest one still in its handshake makes room for a new one.
+    pub max_connections: usize,
+    /// `--keepalive`: TCP keepalive on accepted connections.
+    pub keepalive: bool,
 }
 
 /// Shared per-process state. No lock is held across a whole request:

@@ -1,14 +1,18 @@
-//! The fixed-newstyle handshake: greeting, options, and the opened export
-//! that transmission starts with. Options are answered strictly in order;
-//! unknown ones get ERR_UNSUP and negotiation goes on.
+//! The fixed-newstyle handshake over a transport: greeting, options
+//! (STARTTLS turns the transport into a TLS session), and the opened
+//! export that transmission starts with. Options are answered strictly in
+//! order; unknown ones get ERR_UNSUP and negotiation goes on. Blocking: it
+//! runs on the connection's thread.
 
+use super::tls::{TlsMode, TlsSession};
+use super::transport::Transport;
 use super::Shared;
 use crate::backend::{CacheMode, Export, FuaMode};
 use crate::protocol::consts::*;
 use crate::protocol::handshake as hs;
 use crate::protocol::ReplyMode;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::io;
 use tracing::{debug, info, warn};
 
 /// The outcome of a successful handshake.
@@ -18,6 +22,10 @@ pub struct Negotiated {
     pub base_allocation: bool,
     pub flags: u16,
 }
+
+/// Longest export name EXPORT_NAME may carry (the spec's limit for
+/// strings); a longer one ends the session.
+const MAX_NAME_LEN: u32 = 4096;
 
 /// Option payloads larger than this close the connection instead of
 /// being read and discarded.
@@ -60,78 +68,73 @@ pub fn transmission_flags(export: &Export, mode: ReplyMode) -> u16 {
     f
 }
 
-async fn read_payload<R: AsyncRead + Unpin>(
-    r: &mut R,
-    len: u32,
-) -> std::io::Result<Option<Vec<u8>>> {
+fn read_payload(t: &Transport, len: u32) -> io::Result<Option<Vec<u8>>> {
     if len > MAX_OPTION_LEN {
         if len > DISCARD_LIMIT {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
                 format!("option payload of {len} bytes is too large"),
             ));
         }
-        let mut sink = tokio::io::sink();
-        tokio::io::copy(&mut r.take(len as u64), &mut sink).await?;
+        t.discard(len as u64)?;
         return Ok(None);
     }
     let mut p = vec![0u8; len as usize];
-    r.read_exact(&mut p).await?;
+    t.read_exact(&mut p)?;
     Ok(Some(p))
 }
 
-/// Open the export on behalf of GO/INFO/EXPORT_NAME, off the reactor when
-/// the plugin may block.
-async fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
-    let stack = shared.config.stack.clone();
-    let ro = shared.config.readonly;
-    let name = name.to_string();
-    let res = tokio::task::spawn_blocking(move || stack.open(ro, &name)).await;
-    match res {
-        Ok(Ok(e)) => Ok(e),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("open failed: {e}")),
-    }
-}
-
-/// Resolves once the server is shutting down (never if it cannot).
-pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await
-    }
+/// Open the export on behalf of GO/INFO/EXPORT_NAME (on the connection's
+/// own thread: it may block).
+fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
+    shared
+        .config
+        .stack
+        .open(shared.config.readonly, name)
+        .map_err(|e| super::dispatch::for_client(&e.to_string()))
 }
 
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or
 /// disconnect) without entering transmission.
-pub async fn negotiate<R, W>(
-    r: &mut R,
-    w: &mut W,
-    shared: &Shared,
-) -> std::io::Result<Option<Negotiated>>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    w.write_all(&hs::greeting()).await?;
-    w.flush().await?;
-    let cflags = r.read_u32().await?;
+pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negotiated>> {
+    t.write_all(&hs::greeting())?;
+    let mut cf = [0u8; 4];
+    t.read_exact(&mut cf)?;
+    let cflags = u32::from_be_bytes(cf);
     let no_zeroes = hs::parse_client_flags(cflags)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0))?;
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
     let mut mode = ReplyMode::Simple;
     let mut base_allocation = false;
     // The export SET_META_CONTEXT was about: contexts hold only for it.
     let mut meta_export: Option<String> = None;
     let mut out = BytesMut::with_capacity(1024);
+    let tls = shared.config.tls.as_deref();
     loop {
         let mut hdr = BytesMut::with_capacity(16);
         hdr.resize(16, 0);
-        r.read_exact(&mut hdr).await?;
+        t.read_exact(&mut hdr)?;
         let h = hs::parse_option_header(&mut hdr)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0))?
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "short option"))?;
-        let payload = read_payload(r, h.len).await?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short option"))?;
         debug!(option = h.option, len = h.len, "option");
         out.clear();
+        let tls_reqd = tls.is_some_and(|c| c.mode == TlsMode::Require) && !t.is_tls();
+        if h.option == OPT_EXPORT_NAME && (tls_reqd || h.len > MAX_NAME_LEN) {
+            // EXPORT_NAME has no error reply: end the session.
+            warn!(len = h.len, tls_reqd, "EXPORT_NAME refused; closing");
+            return Ok(None);
+        }
+        let payload = read_payload(t, h.len)?;
+        if tls_reqd && h.option != OPT_STARTTLS && h.option != OPT_ABORT {
+            hs::option_error(
+                &mut out,
+                h.option,
+                REP_ERR_TLS_REQD,
+                "TLS is required: send NBD_OPT_STARTTLS first",
+            );
+            t.write_all(&out)?;
+            continue;
+        }
         let p = match payload {
             Some(p) => p,
             None => {
@@ -141,7 +144,7 @@ where
                     REP_ERR_TOO_BIG,
                     "option payload too large",
                 );
-                w.write_all(&out).await?;
+                t.write_all(&out)?;
                 continue;
             }
         };
@@ -153,7 +156,7 @@ where
                     return Ok(None);
                 }
                 let name = String::from_utf8_lossy(&p).into_owned();
-                let export = match open_export(shared, &name).await {
+                let export = match open_export(shared, &name) {
                     Ok(e) => e,
                     Err(msg) => {
                         warn!("EXPORT_NAME {name:?}: {msg}; closing");
@@ -165,8 +168,7 @@ where
                 }
                 let flags = transmission_flags(&export, mode);
                 hs::export_name_reply(&mut out, export.size(), flags, no_zeroes);
-                w.write_all(&out).await?;
-                w.flush().await?;
+                t.write_all(&out)?;
                 return Ok(Some(Negotiated {
                     export,
                     mode,
@@ -176,8 +178,7 @@ where
             }
             OPT_ABORT => {
                 hs::option_reply(&mut out, h.option, REP_ACK, &[]);
-                let _ = w.write_all(&out).await;
-                let _ = w.flush().await;
+                let _ = t.write_all(&out);
                 return Ok(None);
             }
             OPT_LIST => {
@@ -199,16 +200,16 @@ where
                     Ok(g) => g,
                     Err(e) => {
                         hs::option_error(&mut out, h.option, REP_ERR_INVALID, &e.0);
-                        w.write_all(&out).await?;
+                        t.write_all(&out)?;
                         continue;
                     }
                 };
-                let export = match open_export(shared, &go.name).await {
+                let export = match open_export(shared, &go.name) {
                     Ok(e) => e,
                     Err(msg) => {
                         warn!("cannot open export {:?}: {msg}", go.name);
                         hs::option_error(&mut out, h.option, REP_ERR_UNKNOWN, &msg);
-                        w.write_all(&out).await?;
+                        t.write_all(&out)?;
                         continue;
                     }
                 };
@@ -239,8 +240,7 @@ where
                     }
                 }
                 hs::option_reply(&mut out, h.option, REP_ACK, &[]);
-                w.write_all(&out).await?;
-                w.flush().await?;
+                t.write_all(&out)?;
                 if h.option == OPT_GO {
                     if meta_export.as_deref() != Some(go.name.as_str()) {
                         base_allocation = false;
@@ -336,18 +336,56 @@ where
                 }
             }
             OPT_STARTTLS => {
-                hs::option_error(
-                    &mut out,
-                    h.option,
-                    REP_ERR_POLICY,
-                    "TLS is not configured on this server",
-                );
+                let cfg = match tls {
+                    Some(c) if c.mode != TlsMode::Off => c,
+                    _ => {
+                        hs::option_error(
+                            &mut out,
+                            h.option,
+                            REP_ERR_POLICY,
+                            "TLS is not configured on this server",
+                        );
+                        t.write_all(&out)?;
+                        continue;
+                    }
+                };
+                if !p.is_empty() {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "STARTTLS takes no data",
+                    );
+                } else if t.is_tls() {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_INVALID,
+                        "TLS is already negotiated",
+                    );
+                } else if let Transport::Plain(sock) = &*t {
+                    let sock = sock.clone();
+                    hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                    t.write_all(&out)?;
+                    *t = Transport::Tls(TlsSession::accept(sock, cfg)?);
+                    // Nothing negotiated in plain text carries over.
+                    mode = ReplyMode::Simple;
+                    base_allocation = false;
+                    meta_export = None;
+                    continue;
+                } else {
+                    hs::option_error(
+                        &mut out,
+                        h.option,
+                        REP_ERR_POLICY,
+                        "TLS is not available over pipes",
+                    );
+                }
             }
             other => {
                 hs::option_error(&mut out, other, REP_ERR_UNSUP, "option not supported");
             }
         }
-        w.write_all(&out).await?;
-        w.flush().await?;
+        t.write_all(&out)?;
     }
 }

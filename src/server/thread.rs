@@ -7,176 +7,19 @@
 //! one writev. Where a layer waits (file, http, s3, torrent, xz, delay),
 //! workers are added while every one is busy, up to `--threads`, so
 //! requests overlap as in nbdkit's parallel thread model.
-//! Uses `dispatch` for requests and `protocol` for frames; the only tokio
-//! here is the async wrapper that waits for the thread or for shutdown.
+//! The same loop serves every transport (socket, TLS, pipes). Uses
+//! `dispatch` for requests and `protocol` for frames; no tokio here.
 
-use super::connection::Socket;
 use super::dispatch::{self, ConnInfo};
-use super::negotiate::{shutdown_requested, Negotiated};
-use super::Shared;
-use crate::backend::{Export, ThreadModel};
+use super::transport::Transport;
+use crate::backend::Export;
 use crate::protocol::consts::*;
 use crate::protocol::transmission::parse_request;
 use crate::protocol::ReplyMode;
-use bytes::{Buf, BufMut, BytesMut};
-use std::io::{self, IoSlice, Write};
-use std::os::unix::io::{AsRawFd, RawFd};
+use bytes::{Buf, BytesMut};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
-
-/// The socket as a blocking std stream.
-enum StdSocket {
-    Unix(std::os::unix::net::UnixStream),
-    Tcp(std::net::TcpStream),
-}
-
-impl StdSocket {
-    fn from(sock: Socket) -> io::Result<StdSocket> {
-        let s = match sock {
-            Socket::Unix(s) => StdSocket::Unix(s.into_std()?),
-            Socket::Tcp(s) => StdSocket::Tcp(s.into_std()?),
-        };
-        match &s {
-            StdSocket::Unix(u) => u.set_nonblocking(false)?,
-            StdSocket::Tcp(t) => t.set_nonblocking(false)?,
-        }
-        Ok(s)
-    }
-
-    fn fd(&self) -> RawFd {
-        match self {
-            StdSocket::Unix(u) => u.as_raw_fd(),
-            StdSocket::Tcp(t) => t.as_raw_fd(),
-        }
-    }
-
-    /// Write `a` then `b`, in one writev where the socket takes it all.
-    fn write2(&self, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
-        while !a.is_empty() || !b.is_empty() {
-            let bufs = [IoSlice::new(a), IoSlice::new(b)];
-            let r = match self {
-                StdSocket::Unix(u) => (&*u).write_vectored(&bufs),
-                StdSocket::Tcp(t) => (&*t).write_vectored(&bufs),
-            };
-            let n = match r {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if n >= a.len() {
-                b = &b[n - a.len()..];
-                a = &[];
-            } else {
-                a = &a[n..];
-            }
-        }
-        Ok(())
-    }
-
-    /// Wake the thread from a blocking read: it sees end of file, finishes
-    /// what it has and writes its replies.
-    fn shutdown_read(&self) {
-        let _ = match self {
-            StdSocket::Unix(u) => u.shutdown(std::net::Shutdown::Read),
-            StdSocket::Tcp(t) => t.shutdown(std::net::Shutdown::Read),
-        };
-    }
-
-    fn shutdown_both(&self) {
-        let _ = match self {
-            StdSocket::Unix(u) => u.shutdown(std::net::Shutdown::Both),
-            StdSocket::Tcp(t) => t.shutdown(std::net::Shutdown::Both),
-        };
-    }
-
-    /// One `recv` into the spare capacity of `buf` (no zero-fill); `all`
-    /// waits for the whole spare capacity. Returns the bytes read, 0 at
-    /// end of file.
-    fn recv_into(&self, buf: &mut BytesMut, want: usize, all: bool) -> io::Result<usize> {
-        buf.reserve(want);
-        let spare = buf.chunk_mut();
-        let len = spare.len().min(want);
-        let flags = if all { libc::MSG_WAITALL } else { 0 };
-        loop {
-            // SAFETY: recv writes at most `len` bytes into the spare
-            // capacity `spare` points at; advance_mut below marks only the
-            // bytes it wrote as initialized.
-            let n = unsafe { libc::recv(self.fd(), spare.as_mut_ptr().cast(), len, flags) };
-            if n >= 0 {
-                // SAFETY: the kernel initialized the first n bytes.
-                unsafe { buf.advance_mut(n as usize) };
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Run the transmission phase on a new thread; return when it ends. On
-/// shutdown the thread's reads are ended, so it finishes in-flight
-/// requests, flushes and closes.
-pub async fn serve(
-    sock: Socket,
-    neg: Negotiated,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let sock = match StdSocket::from(sock) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            warn!("cannot make the socket blocking: {e}");
-            return;
-        }
-    };
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let span = tracing::Span::current();
-    let (s2, stop) = (sock.clone(), shutdown.clone());
-    let spawned = std::thread::Builder::new()
-        .name("nbd-conn".into())
-        .spawn(move || {
-            let _e = span.entered();
-            let ci = ConnInfo::of(&neg);
-            let export = neg.export;
-            let parallel = export.top().thread_model() == ThreadModel::Parallel;
-            let mode = match (parallel, export.waits()) {
-                (false, _) => Mode::One,
-                (true, false) => Mode::Helper,
-                (true, true) => Mode::Pool(shared.config.threads.max(1)),
-            };
-            if let Err(e) = request_loop(&s2, &export, &ci, mode) {
-                warn!("connection closed: {e}");
-            }
-            if *stop.borrow() {
-                let _ = export.flush();
-            }
-            export.close();
-            info!("connection closed");
-            let _ = done_tx.send(());
-        });
-    if let Err(e) = spawned {
-        warn!("cannot start a connection thread: {e}");
-        return;
-    }
-    tokio::select! {
-        _ = &mut done_rx => {}
-        _ = shutdown_requested(&mut shutdown) => {
-            sock.shutdown_read();
-            // A client that never reads its replies leaves the thread
-            // blocked in a write: end that too, after a grace period.
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut done_rx).await.is_err() {
-                warn!("client is not reading its replies: closing the connection");
-                sock.shutdown_both();
-                let _ = done_rx.await;
-            }
-        }
-    }
-}
+use tracing::debug;
 
 /// Requests at least this long call for a helper in `Mode::Helper` (one
 /// worker, and a second one only while big requests come and a core is
@@ -184,9 +27,6 @@ pub async fn serve(
 /// with one connection, but costs 5% at 4 KiB, and up to 40% with two
 /// busy connections).
 const HELP_MIN: u64 = 256 * 1024;
-
-/// How long shutdown waits for a connection's last replies to be read.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Coalesce replies up to this many bytes while requests are buffered.
 const BATCH: usize = 256 * 1024;
@@ -200,7 +40,7 @@ const BIG: u64 = 64 * 1024;
 
 /// How many workers serve one connection.
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
+pub enum Mode {
     /// One worker: the thread model serializes requests.
     One,
     /// One worker, and a helper while big requests come (calls that never
@@ -213,7 +53,7 @@ enum Mode {
 
 /// What the workers of one connection share.
 struct Conn<'a> {
-    sock: &'a StdSocket,
+    sock: &'a Transport,
     export: &'a Export,
     ci: ConnInfo,
     /// The read side: requests are taken under this lock.
@@ -245,7 +85,12 @@ struct Taken {
 /// each takes requests under the read lock, runs them, and writes its
 /// replies under the write lock, so one worker's call overlaps another's
 /// socket I/O).
-fn request_loop(sock: &StdSocket, export: &Export, ci: &ConnInfo, mode: Mode) -> io::Result<()> {
+pub fn request_loop(
+    sock: &Transport,
+    export: &Export,
+    ci: &ConnInfo,
+    mode: Mode,
+) -> io::Result<()> {
     let conn = Conn {
         sock,
         export,
@@ -299,7 +144,7 @@ impl<'env> Conn<'env> {
             }
             // Wake the other worker (blocked in recv or in a write).
             self.rd_end();
-            self.sock.shutdown_both();
+            self.sock.closer().shutdown_both();
         }
         r
     }
@@ -458,9 +303,23 @@ impl<'env> Conn<'env> {
             }
             let plen = req.payload_len(ext);
             let valid = dispatch::validate(&req, &self.ci);
+            if plen > MAX_REQUEST_SIZE {
+                // Never read gigabytes to stay in sync: refuse and end.
+                let e = crate::backend::BackendError::new(
+                    crate::backend::Errno::Inval,
+                    format!("write payload of {plen} bytes is over the maximum {MAX_REQUEST_SIZE}"),
+                );
+                out.push(Taken {
+                    refused: Some(dispatch::error_reply(&req, &self.ci, &e)),
+                    req,
+                    payload: None,
+                });
+                rd.end = true;
+                break;
+            }
             let payload = if plen == 0 {
                 None
-            } else if plen > MAX_REQUEST_SIZE || valid.is_err() {
+            } else if valid.is_err() {
                 discard(self.sock, &mut rd.buf, plen)?;
                 None
             } else {
@@ -513,7 +372,7 @@ impl<'env> Conn<'env> {
 
 /// Take `n` payload bytes: what is buffered, then the rest in one
 /// waiting `recv` straight into the payload's own buffer.
-fn read_payload(sock: &StdSocket, buf: &mut BytesMut, n: usize) -> io::Result<Vec<u8>> {
+fn read_payload(sock: &Transport, buf: &mut BytesMut, n: usize) -> io::Result<Vec<u8>> {
     let have = buf.len().min(n);
     let mut v = BytesMut::with_capacity(n);
     v.extend_from_slice(&buf[..have]);
@@ -528,20 +387,10 @@ fn read_payload(sock: &StdSocket, buf: &mut BytesMut, n: usize) -> io::Result<Ve
 }
 
 /// Skip `n` payload bytes without allocating them.
-fn discard(sock: &StdSocket, buf: &mut BytesMut, n: u64) -> io::Result<()> {
+fn discard(sock: &Transport, buf: &mut BytesMut, n: u64) -> io::Result<()> {
     let have = (buf.len() as u64).min(n);
     buf.advance(have as usize);
-    let mut rest = n - have;
-    let mut scratch = BytesMut::with_capacity(64 * 1024);
-    while rest > 0 {
-        scratch.clear();
-        let got = sock.recv_into(&mut scratch, rest.min(64 * 1024) as usize, false)?;
-        if got == 0 {
-            return Err(vanished());
-        }
-        rest -= got as u64;
-    }
-    Ok(())
+    sock.discard(n - have).map_err(|_| vanished())
 }
 
 fn vanished() -> io::Error {

@@ -252,7 +252,7 @@ fn time_budget_holds_inside_bulk_functions() {
     alive(&s);
     let (_, err) = s.stop();
     assert_eq!(
-        err.matches("slow.rhai: pread: stopped: the call ran past its time limit (--script-timeout) (the client gets EIO)").count(),
+        err.matches("slow.rhai:3:1: pread: stopped: the call ran past its time limit (--script-timeout) (the client gets EIO)").count(),
         2,
         "{err}"
     );

@@ -4,8 +4,8 @@
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
 use super::code::{call_conv, call_raw, contract, Args, Cb, Code, Host, Kind};
-use super::memory;
 use super::host::array_to_extents;
+use super::memory;
 use super::reload::{self, Watch};
 use super::{ScriptOptions, ScriptSource};
 use crate::backend::{

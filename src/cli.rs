@@ -125,6 +125,11 @@ pub struct Args {
     /// Enable TCP keepalive on client connections.
     #[arg(long = "keepalive")]
     pub keepalive: bool,
+    /// Script budget: memory one script may hold in total (state, handles,
+    /// a call's temporaries, its disk() data), e.g. 512M; default 4G, 0 =
+    /// unlimited. Over it the call fails with ENOMEM.
+    #[arg(long = "script-memory", value_name = "SIZE", value_parser = parse_memory)]
+    pub script_memory: Option<u64>,
     /// PLUGIN, then KEY=VALUE parameters (a bare first value goes to the plugin's magic key).
     #[arg(value_name = "PLUGIN [KEY=VALUE]...")]
     pub words: Vec<String>,
@@ -202,6 +207,12 @@ pub struct ScriptFlags {
     pub allow_files: bool,
     pub max_operations: Option<u64>,
     pub timeout_ms: Option<u64>,
+    /// `--script-memory` in bytes (0 = unlimited).
+    pub memory: Option<u64>,
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::params::parse_size(s).map_err(|e| format!("{e} (a size like 512M or 4G; 0 = unlimited)"))
 }
 
 fn help_text() -> String {
@@ -475,6 +486,7 @@ impl Args {
             allow_files: self.allow_files,
             max_operations: self.max_operations,
             timeout_ms: self.script_timeout,
+            memory: self.script_memory,
         }
     }
 

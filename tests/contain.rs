@@ -182,3 +182,78 @@ fn imports_through_symlinks_stay_inside() {
     assert!(err.contains("outside the script's directory"), "{err}");
     assert!(err.contains("this version is refused"), "{err}");
 }
+
+/// Case 2: a per-script memory budget. State that grows by 20 MB Blobs,
+/// one huge `pad`, and Blobs built by `+` (not checked beforehand: the
+/// next operation stops the call) all fail with ENOMEM; RSS stays near
+/// the budget.
+#[test]
+fn memory_budget_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "mem.rhai",
+        "fn config(p) { #{ n: 0 } }\nfn thread_model() { \"parallel\" }\nfn get_size(h) { 1048576 }\n\
+         fn pread(h, c, o) {\n  if o == 0 { h.n += 1; h[\"k\" + h.n] = blob(20000000); }\n\
+         \x20 if o == 512 { let a = []; a.pad(60000000, 0); }\n\
+         \x20 if o == 1024 { let x = blob(1000000); for i in 0..100 { h[\"t\" + i] = x + x; } }\n  blob(c)\n}\n",
+    );
+    let s = Server::start(&["--script-memory", "64M", &p]);
+    let worst = served_meanwhile(&s.uri, 4096, || {
+        let out = py(
+            &s.uri,
+            "n = 0\nwhile True:\n    try:\n        h.pread(512, 0); n += 1\n    except nbd.Error as e:\n        assert e.errnum == errno.ENOMEM, e\n        break\nprint(n)\n\
+             for off in (512, 1024):\n    try:\n        h.pread(512, off); assert False\n    except nbd.Error as e:\n        assert e.errnum == errno.ENOMEM, e\n",
+        );
+        // 3 x 20 MB fit in 64 MiB; the 4th is refused before it is allocated.
+        assert_eq!(out.trim(), "3");
+    });
+    assert!(worst < 2.0, "other connection waited {worst} s");
+    let rss = rss_mib(s.child.id());
+    assert!(rss < 64 + 100, "RSS {rss} MiB with a 64 MiB budget");
+    alive(&s);
+    let (_, err) = s.stop();
+    for want in [
+        "mem.rhai:5:40: pread: blob: 20000000 more bytes would take the script over its memory budget: it holds ",
+        " MiB of 64 MiB (--script-memory) (the client gets ENOMEM)",
+        "mem.rhai:6:31: pread: pad: 960000000 more bytes would take the script over its memory budget",
+        "pread: stopped: over the script's memory budget: it holds",
+    ] {
+        assert!(err.contains(want), "{want:?} in\n{err}");
+    }
+}
+
+/// Case 3: `--script-timeout` holds inside long native operations
+/// (`reverse`, `fill` on big values, thousands of times in one call).
+#[test]
+fn time_budget_holds_inside_bulk_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "slow.rhai",
+        "fn thread_model() { \"parallel\" }\nfn get_size(h) { 1048576 }\nfn pread(h, c, o) {\n\
+         \x20 if o == 0 { let a = []; a.pad(2000000, 1); for i in 0..3000 { a.reverse(); } }\n\
+         \x20 if o == 512 { let b = blob(64000000); for i in 0..3000 { b.fill(0); } }\n  blob(c)\n}\n",
+    );
+    let s = Server::start(&["--script-timeout", "1000", &p]);
+    for off in [0, 512] {
+        let worst = served_meanwhile(&s.uri, 4096, || {
+            let out = py(
+                &s.uri,
+                &format!("t = time.time()\ntry:\n    h.pread(512, {off}); assert False\nexcept nbd.Error as e:\n    assert e.errnum == errno.EIO, e\nprint(time.time() - t)"),
+            );
+            let took: f64 = out.trim().parse().unwrap();
+            // Twice the budget (or budget + 1 s), with room for a loaded machine.
+            assert!(took < 2.5, "the call ran {took} s with a 1 s budget");
+        });
+        assert!(worst < 1.0, "other connection waited {worst} s");
+    }
+    assert!(rss_mib(s.child.id()) < 400);
+    alive(&s);
+    let (_, err) = s.stop();
+    assert_eq!(
+        err.matches("slow.rhai:3:1: pread: stopped: the call ran past its time limit (--script-timeout) (the client gets EIO)").count(),
+        2,
+        "{err}"
+    );
+}

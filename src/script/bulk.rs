@@ -6,6 +6,7 @@
 
 use super::budget::{check_time, past_deadline, time_error};
 use super::host::RResult;
+use super::memory::reserve;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Position, INT};
 use std::any::TypeId;
 use std::cmp::Ordering;
@@ -107,8 +108,53 @@ pub fn fill(b: &mut Blob, byte: INT) -> RResult<()> {
     Ok(())
 }
 
-/// Register the overrides.
-pub fn register(e: &mut Engine) {
+fn too_large() -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorDataTooLarge(
+        "Size of array/BLOB".into(),
+        Position::NONE,
+    ))
+}
+
+/// `len` elements of `each` bytes more: within the per-value cap and the
+/// script's memory budget (checked before allocating).
+fn room(len: INT, have: usize, each: usize, max: usize, what: &str) -> RResult<usize> {
+    let len = usize::try_from(len).unwrap_or(0);
+    if len > max {
+        return Err(too_large());
+    }
+    reserve((len.saturating_sub(have) * each) as u64, what)?;
+    Ok(len)
+}
+
+/// Register the overrides; `max` is the array/Blob size cap.
+pub fn register(e: &mut Engine, max: usize) {
+    let max = if max == 0 { usize::MAX } else { max };
+    e.register_fn("blob", move |n: INT| -> RResult<Blob> {
+        Ok(vec![0u8; room(n, 0, 1, max, "blob")?])
+    });
+    e.register_fn("blob", move |n: INT, v: INT| -> RResult<Blob> {
+        Ok(vec![v as u8; room(n, 0, 1, max, "blob")?])
+    });
+    e.register_fn("pad", move |b: &mut Blob, n: INT, v: INT| -> RResult<()> {
+        let n = room(n, b.len(), 1, max, "pad")?;
+        if n > b.len() {
+            b.resize(n, v as u8);
+        }
+        Ok(())
+    });
+    e.register_fn(
+        "pad",
+        move |a: &mut Array, n: INT, item: Dynamic| -> RResult<()> {
+            let each = std::mem::size_of::<Dynamic>();
+            let n = room(n, a.len(), each, max, "pad")?;
+            while a.len() < n {
+                let end = (a.len() + CHUNK).min(n);
+                a.resize(end, item.clone());
+                check_time()?;
+            }
+            Ok(())
+        },
+    );
     e.register_fn("sort", |a: &mut Array| sort(a, false));
     e.register_fn("sort_desc", |a: &mut Array| sort(a, true));
     e.register_fn("reverse", |a: &mut Array| reverse(a));

@@ -6,12 +6,13 @@
 
 use super::engine::{self, Imports};
 use super::host;
+use super::memory::{self, Budget};
 use super::{budget, depth, stack};
 use super::{ScriptOptions, ScriptSource};
 use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
 use arc_swap::ArcSwap;
-use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Module, Position, Scope, AST};
+use rhai::{Blob, CallFnOptions, Dynamic, Engine, FuncArgs, Map, Module, Position, Scope, AST};
 use std::sync::Arc;
 
 /// Plugin or filter: filters get `next` as the first argument.
@@ -317,6 +318,8 @@ pub struct Host {
     pub declared: Option<Vec<String>>,
     /// The text of `fn config` the process started with (it ran then).
     config_at_start: Option<String>,
+    /// What the script holds, against `--script-memory`.
+    pub budget: Budget,
 }
 
 impl Host {
@@ -329,9 +332,10 @@ impl Host {
         let text = source.text().map_err(ConfigError::new)?;
         let name = source.display_name();
         let imports = Imports::default();
+        let budget = Budget::new(opts.max_memory);
         let code = compile(source, &imports, opts, &text, &name, kind).map_err(ConfigError::new)?;
         let declared = if code.has(Cb::Params) {
-            let v = call_raw(opts, &code, &name, Cb::Params, Args::new([]))
+            let v = call_raw(opts, &budget, &code, &name, Cb::Params, Args::new([]))
                 .map_err(|e| ConfigError::new(e.message))?;
             Some(declared_keys(v).ok_or_else(|| {
                 ConfigError::new(format!(
@@ -357,13 +361,13 @@ impl Host {
         }
         let pm = Dynamic::from_map(pm);
         let state = if code.has(Cb::Config) {
-            call_raw(opts, &code, &name, Cb::Config, Args::new([pm]))
+            call_raw(opts, &budget, &code, &name, Cb::Config, Args::new([pm]))
                 .map_err(|e| ConfigError::new(format!("{name}: config failed: {}", e.message)))?
         } else {
             pm
         };
         let model = if code.has(Cb::ThreadModel) {
-            let v = call_raw(opts, &code, &name, Cb::ThreadModel, Args::new([]))
+            let v = call_raw(opts, &budget, &code, &name, Cb::ThreadModel, Args::new([]))
                 .map_err(|e| ConfigError::new(e.message))?;
             parse_model(&v.to_string())
                 .ok_or_else(|| ConfigError::new(format!("{name}: thread_model() returned {v:?}; use \"serialize_all_requests\", \"serialize_requests\" or \"parallel\"")))?
@@ -382,6 +386,7 @@ impl Host {
             imports,
             declared,
             config_at_start: config_text(&text),
+            budget,
         })
     }
 
@@ -636,57 +641,91 @@ impl FuncArgs for Args {
 /// trailing optional arguments (flags) dropped to the script's arity.
 pub fn call_raw(
     code_opts: &ScriptOptions,
+    budget: &Budget,
+    code: &Code,
+    file: &str,
+    cb: Cb,
+    args: Args,
+) -> Result<Dynamic, BackendError> {
+    call_conv(code_opts, budget, code, file, cb, args, Ok)
+}
+
+/// `call_raw`, with the result converted by `conv` while the script's
+/// memory budget still counts (what `conv` frees is the script's).
+pub fn call_conv<T>(
+    code_opts: &ScriptOptions,
+    budget: &Budget,
     code: &Code,
     file: &str,
     cb: Cb,
     mut args: Args,
-) -> Result<Dynamic, BackendError> {
+    conv: impl FnOnce(Dynamic) -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
     let n = code.arity(cb).ok_or_else(|| {
         BackendError::io(format!("{file}: the script does not define {}", cb.name()))
     })?;
     args.n = args.n.min(n);
-    // The call, its error mapping and the drop of what it leaves behind all
-    // run on the script stack: deep values are only ever touched there.
-    let r = stack::run(|| {
-        let r = budget::with_deadline(code_opts.timeout, || {
-            code.engine.call_fn_with_options::<Dynamic>(
-                CallFnOptions::new().eval_ast(false).rewind_scope(false),
-                &mut Scope::new(),
-                &code.ast,
-                cb.name(),
-                args,
-            )
-        });
-        match r {
-            Ok(v) => {
-                let v = v.flatten();
-                if depth::too_deep(&v) {
-                    depth::drop_flat(v);
-                    let msg =
-                        depth::too_deep_message(&format!("{file}: {}: the result", cb.name()));
-                    super::report::warn(&format!("{msg} (the client gets EIO)"));
-                    return Err(BackendError::io(msg));
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                let (mut err, intended) = host::to_backend_error_kind(&e, file, cb.name());
-                drop(e);
-                // No position (a budget stopped the call): the callback's own.
-                if let Some(rest) = err.message.strip_prefix(&format!("{file}: ")) {
-                    err.message = format!("{}: {rest}", code.at(file, cb));
-                }
-                if intended {
-                    tracing::debug!(target: "script", "{}", err.message);
-                } else {
-                    super::report::warn(&format!(
-                        "{} (the client gets {})",
-                        err.message, err.errno
-                    ));
-                }
-                Err(err)
-            }
+    // Buffers handed in (a `pwrite`'s) become this script's.
+    for a in &args.v[..args.n] {
+        if let Some(b) = a.read_lock::<Blob>() {
+            memory::transfer(b.capacity(), Some(budget));
         }
+    }
+    // The call, its error mapping and the drop of what it leaves behind all
+    // run on the script stack (deep values are only ever touched there),
+    // counted in the script's memory budget.
+    let r = stack::run(|| {
+        memory::scope(budget, || {
+            let r = budget::with_deadline(code_opts.timeout, || {
+                code.engine.call_fn_with_options::<Dynamic>(
+                    CallFnOptions::new().eval_ast(false).rewind_scope(false),
+                    &mut Scope::new(),
+                    &code.ast,
+                    cb.name(),
+                    args,
+                )
+            });
+            match r {
+                Ok(v) => {
+                    let v = v.flatten();
+                    if depth::too_deep(&v) {
+                        depth::drop_flat(v);
+                        let msg =
+                            depth::too_deep_message(&format!("{file}: {}: the result", cb.name()));
+                        super::report::warn(&format!("{msg} (the client gets EIO)"));
+                        return Err(BackendError::io(msg));
+                    }
+                    if let Err(e) = code.engine.ensure_data_size_within_limits(&v) {
+                        let msg = format!(
+                            "{}: {}: the result: {}",
+                            code.at(file, cb),
+                            cb.name(),
+                            host::strip_pos(&e.to_string())
+                        );
+                        super::report::warn(&format!("{msg} (the client gets EIO)"));
+                        return Err(BackendError::io(msg));
+                    }
+                    conv(v)
+                }
+                Err(e) => {
+                    let (mut err, intended) = host::to_backend_error_kind(&e, file, cb.name());
+                    drop(e);
+                    // No position (a budget stopped the call): the callback's own.
+                    if let Some(rest) = err.message.strip_prefix(&format!("{file}: ")) {
+                        err.message = format!("{}: {rest}", code.at(file, cb));
+                    }
+                    if intended {
+                        tracing::debug!(target: "script", "{}", err.message);
+                    } else {
+                        super::report::warn(&format!(
+                            "{} (the client gets {})",
+                            err.message, err.errno
+                        ));
+                    }
+                    Err(err)
+                }
+            }
+        })
     });
     if r.is_err() {
         stack::release();

@@ -3,7 +3,7 @@
 //! built-in library, and a per-call time budget (`budget.rs`). Only `src/script/` may
 //! import rhai.
 
-use super::{budget, host, stdlib, ScriptOptions};
+use super::{budget, host, memory, stdlib, ScriptOptions};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, AST};
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -40,12 +40,18 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     });
     // Checked at every operation (one atomic load): a call stops soon
     // after its deadline even when each operation is long.
-    if opts.timeout.is_some() {
-        e.on_progress(|_| budget::past_deadline().then(|| Dynamic::from("time limit")));
+    // The memory budget likewise (a thread-local and an atomic).
+    if opts.timeout.is_some() || opts.max_memory > 0 {
+        e.on_progress(|_| {
+            if budget::past_deadline() {
+                return Some(Dynamic::from("time limit"));
+            }
+            memory::over().then(|| Dynamic::from(memory::MemoryStop(memory::over_message())))
+        });
     }
     e.set_module_resolver(Resolver { dir, imports });
     host::register(&mut e, opts.allow_files);
-    super::bulk::register(&mut e);
+    super::bulk::register(&mut e, opts.max_array_size);
     super::filter::register(&mut e);
     super::state::register(&mut e);
     super::state::register_props(&mut e, text);

@@ -107,6 +107,18 @@ pub fn to_backend_error_kind(
             )),
             false,
         ),
+        EvalAltResult::ErrorTerminated(v, _) if v.is::<super::memory::MemoryStop>() => (
+            BackendError::new(
+                Errno::NoMem,
+                format!(
+                    "{at}: {callback}: stopped: {}",
+                    v.read_lock::<super::memory::MemoryStop>()
+                        .map(|m| m.0.clone())
+                        .unwrap_or_default()
+                ),
+            ),
+            false,
+        ),
         EvalAltResult::ErrorTerminated(_, _) => (
             BackendError::io(format!(
                 "{at}: {callback}: stopped: the call ran past its time limit (--script-timeout)"
@@ -211,6 +223,7 @@ impl Disk {
                 format!("disk.pread: {c} bytes is too large"),
             ));
         }
+        super::memory::reserve(c, "disk.pread")?;
         let mut buf = vec![0u8; c as usize];
         self.alloc
             .read(&mut buf, o)
@@ -299,6 +312,7 @@ fn pattern(len: INT, pat: Blob) -> RResult<Blob> {
             format!("pattern: {n} bytes is too large"),
         ));
     }
+    super::memory::reserve(n, "pattern")?;
     let n = n as usize;
     if pat.is_empty() {
         return Ok(vec![0u8; n]);
@@ -410,6 +424,7 @@ pub fn register(engine: &mut Engine, allow_files: bool) {
         if count as u64 > MAX_DATA_BLOB {
             return Err(raise(Errno::Inval, format!("data_disk.pread: {count} bytes is too large")));
         }
+        super::memory::reserve(count as u64, "data_disk.pread")?;
         let mut b = vec![0u8; count as usize];
         d.0.read(&mut b, offset as u64);
         Ok(b)
@@ -484,6 +499,7 @@ fn data_blob(s: &str, size: Option<u64>, allow_files: bool) -> RResult<Blob> {
             ),
         ));
     }
+    super::memory::reserve(p.size(), "data")?;
     let mut b = vec![0u8; p.size() as usize];
     p.read(&mut b, 0);
     Ok(b)

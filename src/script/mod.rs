@@ -18,6 +18,7 @@ mod depth;
 mod engine;
 mod filter;
 mod host;
+mod memory;
 mod plugin;
 mod reload;
 mod report;
@@ -39,6 +40,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `--script-memory` by default: 4 GiB per script. On a 2-core, 24 GiB
+/// machine a plugin and two script filters together stay under half of it
+/// (one allocation may pass the budget by at most one capped value, 1 GiB).
+pub const DEFAULT_MEMORY: u64 = 4 << 30;
+
 /// Limits and switches for script layers (all user-settable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptOptions {
@@ -57,6 +63,9 @@ pub struct ScriptOptions {
     /// exceed the largest request (32 MiB).
     pub max_array_size: usize,
     pub max_map_size: usize,
+    /// Memory one script may hold (bytes; 0 = unlimited); over it a call
+    /// fails with ENOMEM.
+    pub max_memory: u64,
     /// Reserved for `data()`'s `<FILE` and `<(SCRIPT)`: off by default.
     pub allow_files: bool,
 }
@@ -71,6 +80,7 @@ impl Default for ScriptOptions {
             max_string_size: 16 << 20,
             max_array_size: 64 << 20,
             max_map_size: 1 << 20,
+            max_memory: DEFAULT_MEMORY,
             allow_files: false,
         }
     }
@@ -89,6 +99,7 @@ impl From<&ScriptFlags> for ScriptOptions {
                 Some(0) => None,
                 Some(ms) => Some(Duration::from_millis(ms)),
             },
+            max_memory: f.memory.unwrap_or(d.max_memory),
             allow_files: f.allow_files,
             ..d
         }

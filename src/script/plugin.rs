@@ -3,8 +3,9 @@
 //! which callbacks exist (overridden by `can_*`), the thread model's locks,
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
-use super::code::{call_raw, contract, Args, Cb, Code, Host, Kind};
+use super::code::{call_conv, call_raw, contract, Args, Cb, Code, Host, Kind};
 use super::host::array_to_extents;
+use super::memory;
 use super::reload::{self, Watch};
 use super::{ScriptOptions, ScriptSource};
 use crate::backend::{
@@ -102,7 +103,7 @@ impl Layer {
                 }
                 let _g =
                     (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
-                let v = call_raw(&host.opts, &code, &host.name, Cb::Open, args)?;
+                let v = call_raw(&host.opts, &host.budget, &code, &host.name, Cb::Open, args)?;
                 host.make_handle(v)
             }
             None => host.state.clone(),
@@ -126,6 +127,17 @@ impl Layer {
 
     /// Call `cb` of `code` with `[next,] h, rest...` under the thread model's lock.
     fn call<const N: usize>(&self, code: &Code, cb: Cb, rest: [Dynamic; N]) -> Result<Dynamic> {
+        self.call_with(code, cb, rest, Ok)
+    }
+
+    /// `call`, converting the result inside the script's memory budget.
+    fn call_with<const N: usize, T>(
+        &self,
+        code: &Code,
+        cb: Cb,
+        rest: [Dynamic; N],
+        conv: impl FnOnce(Dynamic) -> Result<T>,
+    ) -> Result<T> {
         let mut args = Args::new([]);
         if self.next.is_some() {
             args.push(self.next_dyn.clone());
@@ -139,7 +151,15 @@ impl Layer {
             ThreadModel::SerializeRequests => Some(self.lock.lock()),
             ThreadModel::Parallel => None,
         };
-        call_raw(&self.host.opts, code, &self.host.name, cb, args)
+        call_conv(
+            &self.host.opts,
+            &self.host.budget,
+            code,
+            &self.host.name,
+            cb,
+            args,
+            conv,
+        )
     }
 
     /// A `can_*`-style query: the script's answer, else the next layer's
@@ -153,8 +173,10 @@ impl Layer {
     ) -> Result<T> {
         let code = self.code();
         if code.has(cb) {
-            let v = self.call(&code, cb, [])?;
-            return conv(v).map_err(|m| contract(&code, &self.host.name, cb, m));
+            let name = &self.host.name;
+            return self.call_with(&code, cb, [], |v| {
+                conv(v).map_err(|m| contract(&code, name, cb, m))
+            });
         }
         match &self.next {
             Some(n) => next(n.as_ref()),
@@ -266,6 +288,14 @@ fn to_size(v: Dynamic) -> Conv<u64> {
 
 fn unit(r: Result<Dynamic>) -> Result<()> {
     r.map(|_| ())
+}
+
+impl Drop for Layer {
+    /// The handle is the script's memory: freeing it counts as its.
+    fn drop(&mut self) {
+        let h = std::mem::take(&mut self.handle);
+        memory::scope(&self.host.budget, || drop(h));
+    }
 }
 
 impl Backend for Layer {
@@ -397,31 +427,36 @@ impl Backend for Layer {
                 ))),
             };
         }
-        let v = self.call(
+        let name = &self.host.name;
+        self.call_with(
             &code,
             Cb::Pread,
             [int(count as u64), int(offset), Dynamic::from(flags as INT)],
-        )?;
-        let b = v.into_blob().map_err(|t| {
-            contract(
-                &code,
-                &self.host.name,
-                Cb::Pread,
-                format!("returned {t}; expected a Blob of {count} bytes"),
-            )
-        })?;
-        if b.len() != count as usize {
-            return Err(contract(
-                &code,
-                &self.host.name,
-                Cb::Pread,
-                format!(
-                    "returned {} bytes for a read of {count} at offset {offset}; return exactly count bytes",
-                    b.len()
-                ),
-            ));
-        }
-        Ok(b)
+            |v| {
+                let b = v.into_blob().map_err(|t| {
+                    contract(
+                        &code,
+                        name,
+                        Cb::Pread,
+                        format!("returned {t}; expected a Blob of {count} bytes"),
+                    )
+                })?;
+                if b.len() != count as usize {
+                    return Err(contract(
+                        &code,
+                        name,
+                        Cb::Pread,
+                        format!(
+                            "returned {} bytes for a read of {count} at offset {offset}; return exactly count bytes",
+                            b.len()
+                        ),
+                    ));
+                }
+                // The Blob leaves the script (for the caller's budget, if any).
+                memory::transfer(b.capacity(), memory::caller());
+                Ok(b)
+            },
+        )
     }
     fn pwrite(&self, buf: &[u8], offset: u64, flags: u32) -> Result<()> {
         self.pwrite_owned(buf.to_vec(), offset, flags)
@@ -478,11 +513,22 @@ impl Backend for Layer {
         }
     }
     fn extents(&self, count: u64, offset: u64, flags: u32) -> Result<Extents> {
-        match (self.ranged(Cb::Extents, count, offset, flags), &self.next) {
-            (Some(r), _) => array_to_extents(r?, count, offset)
-                .map_err(|m| contract(&self.code(), &self.host.name, Cb::Extents, m)),
-            (None, Some(n)) => n.extents(count, offset, flags),
-            (None, None) => {
+        let code = self.code();
+        if code.has(Cb::Extents) {
+            let name = &self.host.name;
+            return self.call_with(
+                &code,
+                Cb::Extents,
+                [int(count), int(offset), Dynamic::from(flags as INT)],
+                |v| {
+                    array_to_extents(v, count, offset)
+                        .map_err(|m| contract(&code, name, Cb::Extents, m))
+                },
+            );
+        }
+        match &self.next {
+            Some(n) => n.extents(count, offset, flags),
+            None => {
                 let mut e = Extents::new(offset, count);
                 e.add(offset, count, extent_type::DATA)?;
                 Ok(e)

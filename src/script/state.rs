@@ -10,6 +10,9 @@ use crate::backend::Errno;
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
 use std::sync::Arc;
 
+/// Most entries a state may hold (the documented map cap, 1 Mi).
+const MAX_KEYS: usize = 1 << 20;
+
 /// A shared map. Cloning shares it.
 #[derive(Clone, Default)]
 pub struct State(pub Arc<parking_lot::RwLock<Map>>);
@@ -38,7 +41,16 @@ impl State {
                 depth::too_deep_message(&format!("storing .{k}")),
             ));
         }
-        let old = self.0.write().insert(k.into(), v);
+        let mut m = self.0.write();
+        if m.len() >= MAX_KEYS && !m.contains_key(k) {
+            drop(m);
+            return Err(raise_limit(
+                Errno::Io,
+                format!("storing .{k}: the state already has {MAX_KEYS} entries, the most a map may hold"),
+            ));
+        }
+        let old = m.insert(k.into(), v);
+        drop(m);
         if let Some(old) = old {
             depth::drop_flat(old);
         }

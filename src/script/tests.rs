@@ -566,6 +566,7 @@ fn filter_declares_its_params() {
         allow_files: false,
         max_operations: None,
         timeout_ms: None,
+        memory: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.rhai");

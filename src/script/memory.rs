@@ -1,0 +1,203 @@
+//! A script's memory budget (`--script-memory`): the process's global
+//! allocator counts, per thread, the bytes allocated and freed while a
+//! script call runs, into that script's `Budget` (its state, handles, a
+//! call's temporaries and its `disk()` storage all come from its calls).
+//! Blobs crossing a call's edge (a `pwrite` buffer in, a `pread` result
+//! out) move between budgets explicitly. Over the budget, the next
+//! operation stops the call (ENOMEM) and host functions that allocate a
+//! lot check before they do. Only `src/script/` may import rhai.
+
+use super::host::{raise_limit, RResult};
+use crate::backend::Errno;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+/// The system allocator, counting into the budget of the script call
+/// running on the current thread (if any).
+pub struct Counting;
+
+thread_local! {
+    static CURRENT: Cell<*const Budget> = const { Cell::new(std::ptr::null()) };
+    /// The budget that was current when the running scope began.
+    static CALLER: Cell<*const Budget> = const { Cell::new(std::ptr::null()) };
+}
+
+#[inline]
+fn account(delta: isize) {
+    // `try_with`: never panics, even while the thread is being torn down.
+    let _ = CURRENT.try_with(|c| {
+        let b = c.get();
+        if !b.is_null() {
+            // SAFETY: set by `scope`, which outlives every allocation made
+            // while it is current.
+            unsafe { &*b }.used.fetch_add(delta as i64, Relaxed);
+        }
+    });
+}
+
+// SAFETY: every call is forwarded to `System`; only counting is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = System.alloc(l);
+        if !p.is_null() {
+            account(l.size() as isize);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(l);
+        if !p.is_null() {
+            account(l.size() as isize);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l);
+        account(-(l.size() as isize));
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        let q = System.realloc(p, l, new);
+        if !q.is_null() {
+            account(new as isize - l.size() as isize);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One script's memory: what its calls hold, against its limit.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicI64,
+    /// Bytes (0 = unlimited).
+    limit: i64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            used: AtomicI64::new(0),
+            limit: limit.min(i64::MAX as u64) as i64,
+        }
+    }
+
+    /// Bytes the script holds now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Relaxed).max(0) as u64
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit as u64
+    }
+
+    fn over_by(&self, more: u64) -> bool {
+        self.limit > 0 && self.used.load(Relaxed).saturating_add(more as i64) > self.limit
+    }
+}
+
+/// Run `f` with `b` counting this thread's allocations (nested calls
+/// count into their own script's budget, then this one resumes).
+pub fn scope<T>(b: &Budget, f: impl FnOnce() -> T) -> T {
+    let prev = CURRENT.with(|c| c.replace(b));
+    let prev_caller = CALLER.with(|c| c.replace(prev));
+    struct Restore(*const Budget, *const Budget);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+            CALLER.with(|c| c.set(self.1));
+        }
+    }
+    let _r = Restore(prev, prev_caller);
+    f()
+}
+
+/// Move `bytes` (a Blob's capacity) from the budget current on this thread
+/// (if any) into `to` (if any): a buffer changing owner at a call's edge.
+pub fn transfer(bytes: usize, to: Option<&Budget>) {
+    account(-(bytes as isize));
+    if let Some(b) = to {
+        b.used.fetch_add(bytes as i64, Relaxed);
+    }
+}
+
+/// The budget of the script call running on this thread, if any.
+fn current() -> Option<&'static Budget> {
+    let b = CURRENT.with(|c| c.get());
+    // SAFETY: valid for the duration of the `scope` that set it, which
+    // encloses every caller of this function.
+    (!b.is_null()).then(|| unsafe { &*b })
+}
+
+/// The budget of the call that called the running one (a filter's script
+/// above a script plugin), if any: where a result handed up goes.
+pub fn caller() -> Option<&'static Budget> {
+    let b = CALLER.with(|c| c.get());
+    // SAFETY: as `current`: the caller's scope encloses this call.
+    (!b.is_null()).then(|| unsafe { &*b })
+}
+
+/// Whether the running call's script is over its budget.
+pub fn over() -> bool {
+    current().is_some_and(|b| b.over_by(0))
+}
+
+/// The value that stops a call over its budget (with the message).
+#[derive(Clone)]
+pub struct MemoryStop(pub String);
+
+/// The message for a script over its budget.
+pub fn over_message() -> String {
+    match current() {
+        Some(b) => format!(
+            "over the script's memory budget: it holds {} MiB of {} MiB (--script-memory)",
+            b.used() >> 20,
+            b.limit() >> 20
+        ),
+        None => "over the script's memory budget (--script-memory)".into(),
+    }
+}
+
+/// Before allocating `bytes` at once: fail (ENOMEM) when that would take
+/// the running call's script over its budget.
+pub fn reserve(bytes: u64, what: &str) -> RResult<()> {
+    match current() {
+        Some(b) if b.over_by(bytes) => Err(raise_limit(
+            Errno::NoMem,
+            format!(
+                "{what}: {bytes} more bytes would take the script over its memory budget: it holds {} MiB of {} MiB (--script-memory)",
+                b.used() >> 20,
+                b.limit() >> 20
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_what_a_scope_allocates_and_frees() {
+        let b = Budget::new(1 << 20);
+        let v = scope(&b, || vec![0u8; 100_000]);
+        assert!(b.used() >= 100_000, "{}", b.used());
+        assert!(!scope(&b, over));
+        let big = scope(&b, || vec![1u8; 2 << 20]);
+        assert!(scope(&b, over));
+        assert!(scope(&b, || reserve(1, "x")).is_err());
+        scope(&b, || drop(big));
+        scope(&b, || drop(v));
+        assert!(b.used() < 1000, "{}", b.used());
+        // Outside a scope nothing is counted; a transfer moves bytes in.
+        let w = vec![0u8; 1 << 20];
+        assert!(b.used() < 1000);
+        transfer(w.capacity(), Some(&b));
+        assert!(b.used() >= 1 << 20);
+        scope(&b, || drop(w));
+        assert!(b.used() < 1000, "{}", b.used());
+    }
+}

@@ -14,4 +14,5 @@ mod s3;
 mod script;
 mod script_authoring;
 mod sparse;
+mod stdlib;
 mod torrent;

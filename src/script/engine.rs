@@ -46,6 +46,7 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     e.set_module_resolver(Resolver { dir, imports });
     host::register(&mut e, opts.allow_files);
     super::bulk::register(&mut e);
+    super::bytes::register(&mut e);
     super::filter::register(&mut e);
     super::state::register(&mut e);
     super::state::register_props(&mut e, text);

@@ -163,7 +163,7 @@ pub fn fat_table(bits: INT, media: INT, clusters: INT, runs: &Array) -> Result<B
         match bits {
             12 => {
                 let o = (n * 3 / 2) as usize;
-                let old = if n % 2 == 0 {
+                let old = if n.is_multiple_of(2) {
                     let o0 = u32::from(t[o]) | (u32::from(t[o + 1] & 0x0F) << 8);
                     t[o] = v as u8;
                     t[o + 1] = (t[o + 1] & 0xF0) | ((v >> 8) as u8 & 0x0F);
@@ -230,7 +230,7 @@ pub fn fat_lfn(name: &str, short: &[u8]) -> Result<Blob, String> {
         ));
     }
     let slots = units.len().div_ceil(13);
-    if units.len() % 13 != 0 {
+    if !units.len().is_multiple_of(13) {
         units.push(0);
     }
     units.resize(slots * 13, 0xFFFF);

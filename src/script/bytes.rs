@@ -424,7 +424,8 @@ mod tests {
         assert!(fat_table(12, 0xF0, 100, &twice)
             .unwrap_err()
             .contains("two runs"));
-        assert!(fat_table(16, 0xF8, 3, &runs).is_err());
+        assert!(fat_table(16, 0xF8, 3, &runs).is_ok());
+        assert!(fat_table(16, 0xF8, 2, &runs).is_err());
         let t = fat_table(32, 0xF8, 100, &runs).unwrap();
         assert_eq!(&t[..8], &[0xF8, 0xFF, 0xFF, 0x0F, 0xFF, 0xFF, 0xFF, 0x0F]);
         assert_eq!(&t[8..12], &[3, 0, 0, 0]);

@@ -243,6 +243,10 @@ fn help_text() -> String {
     for (n, d) in crate::script::stdlib_filters() {
         s += &format!("  {n:<10} {d} (script)\n");
     }
+    s += "Script library (import \"std/NAME\" as x; see stdlib/README.md):\n";
+    for (n, d) in crate::script::stdlib_modules() {
+        s += &format!("  std/{n:<8} {d}\n");
+    }
     s += "\nScripts: any PLUGIN containing '/' or ending in .rhai is a Rhai script ('-' reads one\n\
           from stdin); see README.md for the script API.\n\
           Examples:\n  nbdscript -f memory 1G -U /tmp/sock    (without -f: forks into the background once ready)\n  nbdscript -U - data '( 0x55 0xAA )*256' --run 'nbdinfo $uri'\n  \

@@ -17,4 +17,5 @@ mod script;
 mod script_authoring;
 mod sparse;
 mod tls;
+mod stdlib;
 mod torrent;

@@ -37,6 +37,7 @@ callbacks! {
     Config = "config", 0, 1, false;
     Params = "params", 0, 0, false;
     ThreadModel = "thread_model", 0, 0, false;
+    Rebuild = "rebuild", 0, 1, false;
     Open = "open", 0, 2, false;
     Close = "close", 1, 1, true;
     GetSize = "get_size", 1, 1, true;
@@ -282,6 +283,7 @@ fn config_text(text: &str) -> Option<String> {
 fn signature(name: &str, kind: Kind) -> String {
     let args = match name {
         "config" => "params",
+        "rebuild" => "state",
         "params" => "",
         "thread_model" => "",
         "open" if kind == Kind::Filter => "[next, ]state, readonly",
@@ -291,12 +293,15 @@ fn signature(name: &str, kind: Kind) -> String {
         "flush" => "h[, flags]",
         _ => "h",
     };
-    let next =
-        if kind == Kind::Filter && !matches!(name, "config" | "params" | "thread_model" | "open") {
-            "next, "
-        } else {
-            ""
-        };
+    let next = if kind == Kind::Filter
+        && !matches!(
+            name,
+            "config" | "rebuild" | "params" | "thread_model" | "open"
+        ) {
+        "next, "
+    } else {
+        ""
+    };
     format!("fn {name}({next}{args})")
 }
 
@@ -374,10 +379,12 @@ impl Host {
         } else {
             ThreadModel::SerializeAllRequests
         };
+        let state = share_entries(state);
+        super::rebuild::at_start(&code, &name, opts, &state)?;
         Ok(Host {
             code: ArcSwap::from_pointee(code),
             opts: opts.clone(),
-            state: share_entries(state),
+            state,
             name,
             model,
             global: parking_lot::Mutex::new(()),
@@ -422,7 +429,7 @@ impl Host {
             _ => {}
         }
         let old = self.code.load_full();
-        self.code.store(Arc::new(code));
+        super::rebuild::then_swap(self, code)?;
         let new = self.code.load();
         for cb in old.defined().filter(|cb| !new.has(*cb)) {
             if let Some(what) = consequence(cb, false) {

@@ -13,6 +13,7 @@
 
 mod budget;
 mod bulk;
+mod bytes;
 mod code;
 mod depth;
 mod engine;
@@ -20,6 +21,7 @@ mod filter;
 mod host;
 mod memory;
 mod plugin;
+mod rebuild;
 mod reload;
 mod report;
 mod stack;
@@ -29,8 +31,8 @@ mod stdlib;
 pub use filter::ScriptFilter;
 pub use plugin::ScriptPlugin;
 pub use stdlib::{
-    is_stdlib_filter, is_stdlib_plugin, stdlib_filters, stdlib_magic_key, stdlib_names,
-    stdlib_plugins, stdlib_source,
+    is_stdlib_filter, is_stdlib_plugin, stdlib_filters, stdlib_magic_key, stdlib_modules,
+    stdlib_names, stdlib_plugins, stdlib_source,
 };
 
 use crate::backend::{Filter, Plugin};
@@ -135,7 +137,8 @@ impl ScriptSource {
         if arg.contains('/') || arg.ends_with(".rhai") {
             return Ok(Some(ScriptSource::File(PathBuf::from(arg))));
         }
-        Ok(stdlib_source(arg).map(|_| ScriptSource::Stdlib(arg.to_string())))
+        Ok((is_stdlib_plugin(arg) || is_stdlib_filter(arg))
+            .then(|| ScriptSource::Stdlib(arg.to_string())))
     }
 
     /// The script's text.

@@ -1,6 +1,7 @@
 //! The built-in script library: `.rhai` plugins and filters from `stdlib/`,
 //! compiled into the binary, usable by name (`--filter=offset`,
-//! `nbdscript pattern 1G`) and importable as `import "std/NAME"`.
+//! `nbdscript pattern 1G`) and importable as `import "std/NAME"`, and the
+//! library modules scripts import (`import "std/fat" as fat;`).
 //! Add a file with one line in `STDLIB` below.
 
 /// Whether a built-in script is a plugin or a filter.
@@ -8,6 +9,8 @@
 pub enum StdKind {
     Plugin,
     Filter,
+    /// Only imported (`import "std/NAME" as x;`), never served by name.
+    Module,
 }
 
 /// One built-in script.
@@ -21,9 +24,20 @@ pub struct StdScript {
 
 /// Every built-in script.
 static STDLIB: &[StdScript] = &[
-    // StdScript { name: "offset", kind: StdKind::Filter, magic_key: None,
-    //             source: include_str!("../../stdlib/offset.rhai") },
+    module("fat", include_str!("../../stdlib/fat.rhai")),
+    module("gpt", include_str!("../../stdlib/gpt.rhai")),
+    module("mbr", include_str!("../../stdlib/mbr.rhai")),
+    module("sectors", include_str!("../../stdlib/sectors.rhai")),
 ];
+
+const fn module(name: &'static str, source: &'static str) -> StdScript {
+    StdScript {
+        name,
+        kind: StdKind::Module,
+        magic_key: None,
+        source,
+    }
+}
 
 fn find(name: &str) -> Option<&'static StdScript> {
     let name = name.strip_suffix(".rhai").unwrap_or(name);
@@ -75,6 +89,11 @@ pub fn stdlib_filters() -> Vec<(String, String)> {
     list(StdKind::Filter)
 }
 
+/// `(name, description)` of the library modules (`import "std/NAME"`).
+pub fn stdlib_modules() -> Vec<(String, String)> {
+    list(StdKind::Module)
+}
+
 pub fn stdlib_magic_key(name: &str) -> Option<&'static str> {
     find(name).and_then(|s| s.magic_key)
 }
@@ -96,5 +115,34 @@ mod tests {
             "serve part of a disk"
         );
         assert_eq!(super::description("//! a thing\n"), "a thing");
+    }
+
+    /// Every module compiles, has a `//!` header and a doc comment on
+    /// every public function.
+    #[test]
+    fn modules_are_documented() {
+        let mods = super::stdlib_modules();
+        assert_eq!(
+            mods.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            ["fat", "gpt", "mbr", "sectors"]
+        );
+        for s in super::STDLIB {
+            assert!(
+                s.source.starts_with(&format!("//! {}.rhai: ", s.name)),
+                "{}",
+                s.name
+            );
+            let lines: Vec<&str> = s.source.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                if l.starts_with("fn ") {
+                    assert!(
+                        i > 0 && lines[i - 1].starts_with("///"),
+                        "{}.rhai:{}: {l} has no doc comment",
+                        s.name,
+                        i + 1
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,63 @@
+//! The `rebuild(state)` callback: what an image-building script uses to
+//! replace what its export serves. It runs once after `config` at
+//! start-up and then with every new version of the script before that
+//! version is swapped in; a version whose `rebuild` fails is refused like
+//! one that does not compile, and the old code and image keep serving.
+//! Under `serialize_all_requests` (the default) no request runs during a
+//! rebuild. What becomes of earlier client writes is the script's choice
+//! (it assigns a fresh image, or keeps the old disk). Only `src/script/`
+//! may import rhai.
+
+use super::code::{call_raw, Args, Cb, Code, Host};
+use super::ScriptOptions;
+use crate::backend::ThreadModel;
+use crate::params::ConfigError;
+use rhai::Dynamic;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Run `rebuild(state)` at start-up (after `config`), if the script has it.
+pub fn at_start(
+    code: &Code,
+    name: &str,
+    opts: &ScriptOptions,
+    state: &Dynamic,
+) -> Result<(), ConfigError> {
+    if !code.has(Cb::Rebuild) {
+        return Ok(());
+    }
+    let t = Instant::now();
+    let _ = call_raw(opts, code, name, Cb::Rebuild, Args::new([state.clone()]))
+        .map_err(|e| ConfigError::new(format!("{name}: rebuild failed: {}", e.message)))?;
+    log_done(name, t);
+    Ok(())
+}
+
+/// Run the new version's `rebuild(state)`, then swap the version in.
+pub fn then_swap(host: &Host, code: Code) -> Result<(), String> {
+    if code.has(Cb::Rebuild) {
+        let _g = (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
+        let t = Instant::now();
+        let _ = call_raw(
+            &host.opts,
+            &code,
+            &host.name,
+            Cb::Rebuild,
+            Args::new([host.state.clone()]),
+        )
+        .map_err(|e| format!("{}: rebuild failed: {}", host.name, e.message))?;
+        host.code.store(Arc::new(code));
+        log_done(&host.name, t);
+    } else {
+        host.code.store(Arc::new(code));
+    }
+    Ok(())
+}
+
+fn log_done(name: &str, t: Instant) {
+    tracing::info!(
+        target: "script",
+        "{name}: rebuild done in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+}

@@ -16,6 +16,6 @@ mod s3;
 mod script;
 mod script_authoring;
 mod sparse;
-mod tls;
 mod stdlib;
+mod tls;
 mod torrent;

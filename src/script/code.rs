@@ -13,7 +13,6 @@ use crate::backend::{BackendError, ThreadModel};
 use crate::params::{ConfigError, Params};
 use arc_swap::ArcSwap;
 use rhai::{Blob, CallFnOptions, Dynamic, Engine, FuncArgs, Map, Module, Position, Scope, AST};
-use std::sync::Arc;
 
 /// Plugin or filter: filters get `next` as the first argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,7 +379,7 @@ impl Host {
             ThreadModel::SerializeAllRequests
         };
         let state = share_entries(state);
-        super::rebuild::at_start(&code, &name, opts, &state)?;
+        super::rebuild::at_start(&code, &name, opts, &budget, &state)?;
         Ok(Host {
             code: ArcSwap::from_pointee(code),
             opts: opts.clone(),

@@ -9,6 +9,7 @@
 //! may import rhai.
 
 use super::code::{call_raw, Args, Cb, Code, Host};
+use super::memory::Budget;
 use super::ScriptOptions;
 use crate::backend::ThreadModel;
 use crate::params::ConfigError;
@@ -21,14 +22,22 @@ pub fn at_start(
     code: &Code,
     name: &str,
     opts: &ScriptOptions,
+    budget: &Budget,
     state: &Dynamic,
 ) -> Result<(), ConfigError> {
     if !code.has(Cb::Rebuild) {
         return Ok(());
     }
     let t = Instant::now();
-    let _ = call_raw(opts, code, name, Cb::Rebuild, Args::new([state.clone()]))
-        .map_err(|e| ConfigError::new(format!("{name}: rebuild failed: {}", e.message)))?;
+    let _ = call_raw(
+        opts,
+        budget,
+        code,
+        name,
+        Cb::Rebuild,
+        Args::new([state.clone()]),
+    )
+    .map_err(|e| ConfigError::new(format!("{name}: rebuild failed: {}", e.message)))?;
     log_done(name, t);
     Ok(())
 }
@@ -40,6 +49,7 @@ pub fn then_swap(host: &Host, code: Code) -> Result<(), String> {
         let t = Instant::now();
         let _ = call_raw(
             &host.opts,
+            &host.budget,
             &code,
             &host.name,
             Cb::Rebuild,

@@ -18,6 +18,7 @@ pub use listen::{run, Listener};
 pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode};
 
 use crate::backend::Stack;
+use std::sync::Arc;
 
 /// What every connection needs to know.
 #[derive(Clone)]

@@ -264,11 +264,27 @@ impl Export {
     fn emulate_zero(&self, count: u64, offset: u64, fua: bool) -> Result<()> {
         const WHAT: &str = "write zeroes (emulated with pwrite: the plugin has no zero)";
         let zeros = vec![0u8; count.min(EMULATE_CHUNK) as usize];
+        self.each_data_chunk(WHAT, count, offset, |pos, n| {
+            self.top.pwrite(&zeros[..n], pos, self.fua_flag(fua))
+        })
+    }
+
+    /// Call `f(pos, len)` for the chunks (at most [`EMULATE_CHUNK`]) of
+    /// `[offset, offset+count)` that do not read as zeros, checking the
+    /// request's time budget and shutdown before each: the one walk behind
+    /// emulated zero and cache.
+    fn each_data_chunk(
+        &self,
+        what: &str,
+        count: u64,
+        offset: u64,
+        mut f: impl FnMut(u64, usize) -> Result<()>,
+    ) -> Result<()> {
         let end = offset + count;
         let mut pos = offset;
         let mut data_until = offset;
         while pos < end {
-            budget::check(WHAT, pos - offset, count)?;
+            budget::check(what, pos - offset, count)?;
             if pos >= data_until {
                 match self.zero_run(end - pos, pos) {
                     Run::Zero(n) => {
@@ -279,7 +295,7 @@ impl Export {
                 }
             }
             let n = (data_until - pos).min(EMULATE_CHUNK) as usize;
-            self.top.pwrite(&zeros[..n], pos, self.fua_flag(fua))?;
+            f(pos, n)?;
             pos += n as u64;
         }
         Ok(())
@@ -355,26 +371,9 @@ impl Export {
             CacheMode::Native => self.top.cache(count, offset, 0),
             CacheMode::Emulate => {
                 // Read and discard, skipping what reads as zeros.
-                const WHAT: &str = "cache (emulated by reading)";
-                let end = offset + count;
-                let mut pos = offset;
-                let mut data_until = offset;
-                while pos < end {
-                    budget::check(WHAT, pos - offset, count)?;
-                    if pos >= data_until {
-                        match self.zero_run(end - pos, pos) {
-                            Run::Zero(n) => {
-                                pos += n;
-                                continue;
-                            }
-                            Run::Data(n) => data_until = pos + n,
-                        }
-                    }
-                    let n = (data_until - pos).min(EMULATE_CHUNK) as u32;
-                    self.top.pread_owned(n, pos, 0)?;
-                    pos += n as u64;
-                }
-                Ok(())
+                self.each_data_chunk("cache (emulated by reading)", count, offset, |pos, n| {
+                    self.top.pread_owned(n as u32, pos, 0).map(drop)
+                })
             }
         }
     }

@@ -464,9 +464,7 @@ impl Args {
                     out.push((format!("param.{k}"), help.to_string()));
                 }
                 out.extend(plugins::dump_static(d.name).iter().map(|(k, v)| kv(k, v)));
-                for f in &self.filters {
-                    out.push(kv("filter", filters::find(f).map(|d| d.name).unwrap_or(f)));
-                }
+                out.extend(self.filter_dump_lines()?);
                 // What the plugin reports about itself, when the
                 // parameters given are enough to build it.
                 if let Ok(p) = (d.make)(&params) {
@@ -474,11 +472,29 @@ impl Args {
                 }
             }
             None => {
-                for f in &self.filters {
-                    out.push(kv("filter", f));
+                // Compiled, described, never configured: `config` does
+                // not run and no parameter is needed.
+                out.extend(crate::script::dump_plugin(name, &self.script_flags())?);
+                out.extend(self.filter_dump_lines()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `filter=NAME` per `--filter`; a script filter's own lines follow
+    /// its name, prefixed `filter.` (its callbacks, thread model, `can_*`
+    /// functions, parameters).
+    fn filter_dump_lines(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for f in &self.filters {
+            match filters::find(f) {
+                Some(d) => out.push(("filter".to_string(), d.name.to_string())),
+                None => {
+                    out.push(("filter".to_string(), f.clone()));
+                    for (k, v) in crate::script::dump_filter(f, &self.script_flags())? {
+                        out.push((format!("filter.{k}"), v));
+                    }
                 }
-                let p = crate::script::load_plugin(name, &params, &self.script_flags())?;
-                out.extend(p.dump());
             }
         }
         Ok(out)

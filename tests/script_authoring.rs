@@ -601,3 +601,70 @@ fn script_parameters_and_magic_key() {
         "{err}"
     );
 }
+
+/// `--dump-plugin` of a script plugin (option before or after the path)
+/// and of a script filter: nbdkit's keys from the compiled script, the
+/// capabilities its callbacks imply, its thread model as written, its
+/// parameters and magic key. `config` never runs (here it would print and
+/// throw), and no parameter is needed.
+#[test]
+fn dump_plugin_describes_scripts_without_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "disk.rhai",
+        "#!/usr/bin/env nbdscript\nfn params() { #{ size: \"the disk size\", fill: \"a byte\" } }\nfn magic_key() { \"size\" }\nfn thread_model() { \"serialize_requests\" }\nfn config(p) { print(\"config ran\"); throw \"config must not run\"; }\nfn get_size(h) { h.d.size() }\nfn pread(h, count, offset) { h.d.pread(count, offset) }\nfn pwrite(h, buf, offset) { h.d.pwrite(buf, offset) }\nfn flush(h) { }\nfn can_multi_conn(h) { true }\n",
+    );
+    let f = script(
+        dir.path(),
+        "f.rhai",
+        "fn params() { [\"skip\"] }\nfn config(p) { print(\"config ran\"); throw \"config must not run\" }\nfn pread(next, h, count, offset, flags) { next.pread(count, offset) }\nfn can_write(next, h) { false }\n",
+    );
+    let real = |p: &str| std::fs::canonicalize(p).unwrap().display().to_string();
+    let plugin = format!(
+        "name={p}\nversion={}\npath={}\napi_version=2\nmax_thread_model=parallel\nthread_model=serialize_requests\nerrno_is_preserved=1\nmagic_config_key=size\nhas_config=1\nhas_params=1\nhas_thread_model=1\nhas_get_size=1\nhas_can_multi_conn=1\nhas_pread=1\nhas_pwrite=1\nhas_flush=1\ncan_write=1\ncan_flush=1\ncan_trim=0\ncan_zero=0\ncan_fast_zero=0\ncan_extents=0\ncan_fua=emulate\ncan_multi_conn=fn can_multi_conn()\ncan_cache=none\nis_rotational=0\nparam.fill=a byte\nparam.size=the disk size\nreload=true\n",
+        env!("CARGO_PKG_VERSION"),
+        real(&p)
+    );
+    let filter = format!(
+        "filter={f}\nfilter.path={}\nfilter.thread_model=serialize_all_requests\nfilter.has_config=1\nfilter.has_params=1\nfilter.has_can_write=1\nfilter.has_pread=1\nfilter.can_write=fn can_write()\nfilter.param.skip=\nfilter.reload=true\n",
+        real(&f)
+    );
+    let dump = |args: &[&str]| {
+        let out = nbdscript()
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("config ran"), "config ran: {err}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(dump(&[&p, "--dump-plugin"]), plugin);
+    assert_eq!(dump(&["--dump-plugin", &p]), plugin);
+    // A bare value goes to the magic key; it is not needed, nor used.
+    assert_eq!(dump(&["--dump-plugin", &p, "2M"]), plugin);
+    let null = dump(&["null", "--dump-plugin"]);
+    assert_eq!(
+        dump(&[&format!("--filter={f}"), "null", "--dump-plugin"]),
+        format!("{null}{filter}")
+    );
+    assert_eq!(
+        dump(&[&format!("--filter={f}"), &p, "--dump-plugin"]),
+        format!("{plugin}{filter}")
+    );
+    // Without fn thread_model the default, spelled as nbdkit does.
+    let q = script(
+        dir.path(),
+        "q.rhai",
+        "fn get_size(h) { 512 }\nfn pread(h, count, offset) { blob(count) }\n",
+    );
+    let out = dump(&[&q, "--dump-plugin", "--no-watch"]);
+    assert!(
+        out.contains("\nthread_model=serialize_all_requests\n")
+            && out.contains("\ncan_write=0\n")
+            && out.ends_with("\nreload=false\n"),
+        "{out}"
+    );
+}

@@ -143,7 +143,7 @@ impl Code {
     }
 
     /// The callbacks this version defines.
-    fn defined(&self) -> impl Iterator<Item = Cb> + '_ {
+    pub fn defined(&self) -> impl Iterator<Item = Cb> + '_ {
         ALL.iter().copied().filter(|cb| self.has(*cb))
     }
 }
@@ -153,6 +153,7 @@ const ALL: &[Cb] = &[
     Cb::Config,
     Cb::Params,
     Cb::ThreadModel,
+    Cb::Rebuild,
     Cb::Open,
     Cb::Close,
     Cb::GetSize,
@@ -324,6 +325,8 @@ pub struct Host {
     config_at_start: Option<String>,
     /// What the script holds, against `--script-memory`.
     pub budget: Budget,
+    /// What it declares (`params()`, `thread_model()`, `magic_key()`).
+    pub about: super::dump::Declared,
 }
 
 impl Host {
@@ -338,17 +341,11 @@ impl Host {
         let imports = Imports::default();
         let budget = Budget::new(opts.max_memory);
         let code = compile(source, &imports, opts, &text, &name, kind).map_err(ConfigError::new)?;
-        let declared = if code.has(Cb::Params) {
-            let v = call_raw(opts, &budget, &code, &name, Cb::Params, Args::new([]))
-                .map_err(|e| ConfigError::new(e.message))?;
-            Some(declared_keys(v).ok_or_else(|| {
-                ConfigError::new(format!(
-                    "{name}: params() must return an array of names or a map of name: help"
-                ))
-            })?)
-        } else {
-            None
-        };
+        let about = super::dump::declarations(&code, opts, &budget, &name, &text)?;
+        let declared = about
+            .params
+            .as_ref()
+            .map(|p| p.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
         if let (Kind::Plugin, Some(d)) = (kind, &declared) {
             if let Some((k, v)) = params.items.iter().find(|(k, _)| !d.contains(k)) {
                 return Err(ConfigError::new(format!(
@@ -370,14 +367,11 @@ impl Host {
         } else {
             pm
         };
-        let model = if code.has(Cb::ThreadModel) {
-            let v = call_raw(opts, &budget, &code, &name, Cb::ThreadModel, Args::new([]))
-                .map_err(|e| ConfigError::new(e.message))?;
-            parse_model(&v.to_string())
-                .ok_or_else(|| ConfigError::new(format!("{name}: thread_model() returned {v:?}; use \"serialize_all_requests\", \"serialize_requests\" or \"parallel\"")))?
-        } else {
-            ThreadModel::SerializeAllRequests
-        };
+        let model = about
+            .model
+            .as_deref()
+            .and_then(parse_model)
+            .unwrap_or(ThreadModel::SerializeAllRequests);
         let state = share_entries(state);
         super::rebuild::at_start(&code, &name, opts, &budget, &state)?;
         Ok(Host {
@@ -393,6 +387,7 @@ impl Host {
             declared,
             config_at_start: config_text(&text),
             budget,
+            about,
         })
     }
 
@@ -449,7 +444,7 @@ impl Host {
     }
 }
 
-fn compile(
+pub fn compile(
     source: &ScriptSource,
     imports: &Imports,
     opts: &ScriptOptions,
@@ -739,18 +734,7 @@ pub fn call_conv<T>(
     r
 }
 
-fn declared_keys(v: Dynamic) -> Option<Vec<String>> {
-    if v.is_map() {
-        return Some(v.try_cast::<Map>()?.keys().map(|k| k.to_string()).collect());
-    }
-    v.into_array()
-        .ok()?
-        .into_iter()
-        .map(|x| x.into_string().ok())
-        .collect()
-}
-
-fn parse_model(s: &str) -> Option<ThreadModel> {
+pub fn parse_model(s: &str) -> Option<ThreadModel> {
     Some(match s.trim() {
         "serialize_connections" | "serialize_all_requests" => ThreadModel::SerializeAllRequests,
         "serialize_requests" => ThreadModel::SerializeRequests,

@@ -16,6 +16,7 @@ mod bulk;
 mod bytes;
 mod code;
 mod depth;
+mod dump;
 mod engine;
 mod filter;
 mod host;
@@ -184,16 +185,29 @@ pub fn script_magic_key(arg: &str) -> Option<String> {
     if !(arg.contains('/') || arg.ends_with(".rhai")) {
         return None;
     }
-    let text = std::fs::read_to_string(arg).ok()?;
-    let at = text
-        .lines()
-        .position(|l| l.trim_start().starts_with("fn magic_key()"))?;
-    let rest: String = text.lines().skip(at).collect::<Vec<_>>().join("\n");
-    let body = &rest[rest.find('{')? + 1..];
-    let body = &body[..body.find('}')?];
-    let q = body.find('"')?;
-    let key = &body[q + 1..];
-    Some(key[..key.find('"')?].to_string())
+    dump::magic_key_in(&std::fs::read_to_string(arg).ok()?)
+}
+
+/// `--dump-plugin` for a script plugin named on the command line (a path,
+/// `-` or a built-in library name): nbdkit's `key=value` lines from the
+/// compiled script; `config` is not run, so no parameter is needed.
+pub fn dump_plugin(name: &str, flags: &ScriptFlags) -> Result<Vec<(String, String)>, ConfigError> {
+    dump::dump_source(
+        &source_for(name)?,
+        &ScriptOptions::from(flags),
+        code::Kind::Plugin,
+    )
+}
+
+/// `--dump-plugin` lines of a script filter named by `--filter` (as
+/// [`dump_plugin`]; a filter's capabilities it does not decide are the
+/// layer below's, so only its `can_*` functions are listed).
+pub fn dump_filter(name: &str, flags: &ScriptFlags) -> Result<Vec<(String, String)>, ConfigError> {
+    dump::dump_source(
+        &source_for(name)?,
+        &ScriptOptions::from(flags),
+        code::Kind::Filter,
+    )
 }
 
 /// Load a script plugin named on the command line: a path, `-` (standard

@@ -53,24 +53,15 @@ impl Plugin for ScriptPlugin {
     }
 }
 
-/// `--dump-plugin` lines: the callbacks the script defines and its model.
+/// `--dump-plugin` lines of a loaded script (as `dump::dump_source`).
 pub fn dump(host: &Host) -> Vec<(String, String)> {
-    let code = host.code.load();
-    let mut fns: Vec<String> = code
-        .ast
-        .iter_functions()
-        .map(|f| format!("{}/{}", f.name, f.params.len()))
-        .collect();
-    fns.sort();
-    vec![
-        ("script".into(), host.name.clone()),
-        ("callbacks".into(), fns.join(" ")),
-        ("thread_model".into(), format!("{:?}", host.model)),
-        (
-            "reload".into(),
-            (host.opts.watch && matches!(host.source, ScriptSource::File(_))).to_string(),
-        ),
-    ]
+    super::dump::lines(
+        &host.code.load(),
+        host.kind,
+        &host.source,
+        host.opts.watch,
+        &host.about,
+    )
 }
 
 /// One connection's view of a script layer.

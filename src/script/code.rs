@@ -329,6 +329,13 @@ pub struct Host {
     pub about: super::dump::Declared,
 }
 
+impl Drop for Host {
+    /// The script is unloaded (at exit): log the counts still pending.
+    fn drop(&mut self) {
+        super::report::flush();
+    }
+}
+
 impl Host {
     pub fn load(
         source: &ScriptSource,

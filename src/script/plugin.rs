@@ -282,10 +282,13 @@ fn unit(r: Result<Dynamic>) -> Result<()> {
 }
 
 impl Drop for Layer {
-    /// The handle is the script's memory: freeing it counts as its.
+    /// The handle is the script's memory: freeing it counts as its. The
+    /// connection is over: repeated log lines still being counted are
+    /// logged with their count.
     fn drop(&mut self) {
         let h = std::mem::take(&mut self.handle);
         memory::scope(&self.host.budget, || drop(h));
+        super::report::flush();
     }
 }
 

@@ -5,7 +5,7 @@
 //! the session's lock only while OpenSSL runs, and waits in `poll`
 //! without it, so one worker's read never blocks another's write.
 
-use super::transport::{SharedSocket, Socket};
+use super::transport::Socket;
 use openssl::ssl::{
     ErrorCode, SslAcceptor, SslFiletype, SslMethod, SslMode, SslOptions, SslStream, SslVerifyMode,
     SslVersion,
@@ -189,9 +189,91 @@ pub fn read_psk_file(file: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
 }
 
 /// A TLS session on a socket, shared by a connection's workers.
+///
+/// Writes are encrypted under the session lock into a buffer (the BIO
+/// below never blocks) and sent with one `send` outside it, so one
+/// reply is one system call however many records it spans, and a worker
+/// sending a long reply does not keep another from decrypting the next
+/// requests. Reads decrypt every whole record already received.
 pub struct TlsSession {
-    ssl: parking_lot::Mutex<SslStream<SharedSocket>>,
+    ssl: parking_lot::Mutex<SslStream<TlsIo>>,
+    /// Held while encrypted bytes go to the socket, so they leave in the
+    /// order they were encrypted (taken before `ssl`, never after): a
+    /// reused buffer for them, and one for joining a small header to its
+    /// data so they share a record.
+    send: parking_lot::Mutex<SendBufs>,
     sock: Arc<Socket>,
+}
+
+#[derive(Default)]
+struct SendBufs {
+    wire: Vec<u8>,
+    join: Vec<u8>,
+}
+
+/// The socket below OpenSSL. During the handshake it is blocking and
+/// written directly; afterwards what OpenSSL writes is kept in `out`
+/// until the session sends it.
+pub struct TlsIo {
+    sock: Arc<Socket>,
+    out: Vec<u8>,
+    buffered: bool,
+}
+
+impl io::Read for TlsIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let dst = as_uninit(buf);
+        self.sock.recv(dst, false)
+    }
+}
+
+/// `&mut [u8]` as `&mut [MaybeUninit<u8>]` (only initialized bytes are
+/// ever written into it).
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: same layout; the callee only writes initialized bytes.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+impl io::Write for TlsIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.buffered {
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        } else {
+            send(&self.sock, buf)
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TlsIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "socket {}", self.sock.fd())
+    }
+}
+
+/// One `send` (no SIGPIPE).
+fn send(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: send reads at most buf.len() bytes from buf.
+        let n = unsafe {
+            libc::send(
+                sock.fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// What OpenSSL waits for.
@@ -221,24 +303,31 @@ fn wait(fd: i32, want: Want) -> io::Result<()> {
     Ok(())
 }
 
+/// Records carry at most this much data.
+const RECORD: usize = 16 * 1024;
+
 impl TlsSession {
     /// The TLS handshake on a blocking socket (a timeout or shutdown ends
     /// it by shutting the socket down).
     pub fn accept(sock: Arc<Socket>, cfg: &TlsConfig) -> io::Result<TlsSession> {
-        let ssl = cfg
-            .acceptor
-            .accept(SharedSocket(sock.clone()))
-            .map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("TLS handshake: {e}"))
-            })?;
+        let io = TlsIo {
+            sock: sock.clone(),
+            out: Vec::new(),
+            buffered: false,
+        };
+        let mut ssl = cfg.acceptor.accept(io).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("TLS handshake: {e}"))
+        })?;
         tracing::debug!(
             version = ssl.ssl().version_str(),
             cipher = ssl.ssl().current_cipher().map(|c| c.name()),
             "TLS session"
         );
         sock.set_nonblocking(true)?;
+        ssl.get_mut().buffered = true;
         Ok(TlsSession {
             ssl: parking_lot::Mutex::new(ssl),
+            send: parking_lot::Mutex::new(SendBufs::default()),
             sock,
         })
     }
@@ -247,57 +336,107 @@ impl TlsSession {
         &self.sock
     }
 
-    /// Decrypted bytes into `dst`; 0 at end of session.
+    /// Decrypted bytes into `dst`: every whole record already received
+    /// that fits, waiting only for the first; 0 at end of session.
     pub fn read(&self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let mut got = 0;
         loop {
-            let want = {
+            let (want, flush) = {
                 let mut s = self.ssl.lock();
-                match s.ssl_read_uninit(dst) {
-                    Ok(n) => return Ok(n),
-                    Err(e) => match e.code() {
-                        ErrorCode::WANT_READ => Want::Read,
-                        ErrorCode::WANT_WRITE => Want::Write,
-                        ErrorCode::ZERO_RETURN => return Ok(0),
-                        ErrorCode::SYSCALL if e.io_error().is_none() => return Ok(0),
-                        _ => return Err(tls_io(e)),
-                    },
-                }
+                let r = loop {
+                    match s.ssl_read_uninit(&mut dst[got..]) {
+                        Ok(n) => {
+                            got += n;
+                            if got == dst.len() {
+                                break Ok(None);
+                            }
+                        }
+                        Err(e) => match e.code() {
+                            ErrorCode::WANT_READ if got > 0 => break Ok(None),
+                            ErrorCode::WANT_READ => break Ok(Some(Want::Read)),
+                            ErrorCode::WANT_WRITE => break Ok(Some(Want::Write)),
+                            ErrorCode::ZERO_RETURN => break Ok(None),
+                            ErrorCode::SYSCALL if e.io_error().is_none() => break Ok(None),
+                            _ if got > 0 => break Ok(None),
+                            _ => break Err(tls_io(e)),
+                        },
+                    }
+                };
+                (r?, !s.get_ref().out.is_empty())
             };
-            wait(self.sock.fd(), want)?;
+            if flush {
+                // The read made OpenSSL answer (a key update, an alert).
+                self.flush()?;
+            }
+            match want {
+                None => return Ok(got),
+                Some(w) => wait(self.sock.fd(), w)?,
+            }
         }
     }
 
-    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let want = {
-                let mut s = self.ssl.lock();
-                match s.ssl_write(buf) {
-                    Ok(n) => {
-                        buf = &buf[n..];
-                        continue;
-                    }
-                    Err(e) => match e.code() {
-                        ErrorCode::WANT_READ => Want::Read,
-                        ErrorCode::WANT_WRITE => Want::Write,
-                        _ => return Err(tls_io(e)),
-                    },
+    /// Send what OpenSSL has written, in order.
+    fn flush(&self) -> io::Result<()> {
+        let mut bufs = self.send.lock();
+        self.encrypt(&mut bufs.wire, &[])?;
+        self.send_wire(&mut bufs.wire)
+    }
+
+    /// Encrypt `parts` in order and take every byte OpenSSL has written
+    /// so far into `wire` (empty; the caller holds the send lock).
+    fn encrypt(&self, wire: &mut Vec<u8>, parts: &[&[u8]]) -> io::Result<()> {
+        let mut s = self.ssl.lock();
+        for mut data in parts.iter().copied() {
+            while !data.is_empty() {
+                match s.ssl_write(data) {
+                    Ok(n) => data = &data[n..],
+                    // The BIO takes everything: only a renegotiation
+                    // could want more, and it is disabled.
+                    Err(e) => return Err(tls_io(e)),
                 }
-            };
-            wait(self.sock.fd(), want)?;
+            }
         }
+        std::mem::swap(wire, &mut s.get_mut().out);
         Ok(())
     }
 
-    /// `a` then `b`; small pairs go out as one record.
+    /// Send all of `wire` on the non-blocking socket, then empty it
+    /// (keeping its capacity).
+    fn send_wire(&self, wire: &mut Vec<u8>) -> io::Result<()> {
+        let mut at = 0;
+        let r = loop {
+            if at == wire.len() {
+                break Ok(());
+            }
+            match send(&self.sock, &wire[at..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait(self.sock.fd(), Want::Write) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        wire.clear();
+        r
+    }
+
+    /// `a` then `b`, sent with one system call; a small pair shares one
+    /// record.
     pub fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<()> {
-        if !a.is_empty() && !b.is_empty() && a.len() + b.len() <= 16 * 1024 {
-            let mut v = Vec::with_capacity(a.len() + b.len());
-            v.extend_from_slice(a);
-            v.extend_from_slice(b);
-            return self.write_all(&v);
+        let mut bufs = self.send.lock();
+        let SendBufs { wire, join } = &mut *bufs;
+        if !a.is_empty() && !b.is_empty() && a.len() + b.len() <= RECORD {
+            join.clear();
+            join.extend_from_slice(a);
+            join.extend_from_slice(b);
+            self.encrypt(wire, &[join])?;
+        } else {
+            self.encrypt(wire, &[a, b])?;
         }
-        self.write_all(a)?;
-        self.write_all(b)
+        self.send_wire(wire)
     }
 }
 

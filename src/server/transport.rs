@@ -64,36 +64,6 @@ impl Socket {
     }
 }
 
-/// `Read`/`Write` over a shared socket, for the TLS library.
-pub struct SharedSocket(pub Arc<Socket>);
-
-impl io::Read for SharedSocket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &*self.0 {
-            Socket::Unix(u) => (&*u).read(buf),
-            Socket::Tcp(t) => (&*t).read(buf),
-        }
-    }
-}
-
-impl std::fmt::Debug for SharedSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "socket {}", self.0.fd())
-    }
-}
-
-impl io::Write for SharedSocket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &*self.0 {
-            Socket::Unix(u) => (&*u).write(buf),
-            Socket::Tcp(t) => (&*t).write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `-s` over two descriptors (stdin, stdout). Reads wait in `poll` with a
 /// wake-up pipe, so shutdown can end them.
 pub struct Pipes {

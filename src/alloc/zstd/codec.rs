@@ -104,22 +104,66 @@ pub fn compress(src: &[u8]) -> Result<Box<[u8]>> {
     compress_with(src, |c| Box::from(c))
 }
 
-/// Whether a page is worth a zstd call: true when some 1 KiB window, one
-/// from each 4 KiB block, has a skewed byte histogram (sum of squared
-/// counts above 8192, i.e. a collision entropy under 7 bits per byte;
-/// random bytes give about 5100, text tens of thousands). Only counting,
-/// no compression: random data costs a few microseconds per page, and any
-/// page with text, zeros or code in it is compressed while it is written.
-pub fn looks_compressible(page: &[u8; PAGE]) -> bool {
-    const WIN: usize = 1024;
-    (0..SUBS).any(|w| {
+/// Bytes of a 32 KiB page compressing must promise to save before it is
+/// worth a zstd call while the disk is being written (pages that promise
+/// less are kept as they are until the idle pass).
+pub const MIN_GAIN: usize = PAGE / 8;
+/// Size of the window sampled in each 4 KiB block (512 bytes: enough to
+/// tell random (estimated 7.9 to 8 bits a byte) from what fio writes (7.5)
+/// and from anything under 7, at half the counting of 1 KiB).
+const WIN: usize = 512;
+
+/// `c * log2(c)` for every count a window can hold.
+fn clogc() -> &'static [f32; WIN + 1] {
+    static T: std::sync::OnceLock<[f32; WIN + 1]> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        std::array::from_fn(|c| {
+            if c < 2 {
+                0.0
+            } else {
+                c as f32 * (c as f32).log2()
+            }
+        })
+    })
+}
+
+/// Whether a page is worth a zstd call now: an estimate of its compressed
+/// size from the byte entropy of a 512-byte window of each 4 KiB block (plus
+/// the small-sample bias, so random bytes estimate 8 bits) must be at least
+/// MIN_GAIN below PAGE. Only counting, no compression: random data and
+/// data barely shrinking (random with a little structure, as fio writes)
+/// costs a few microseconds per page; text, code, zeros and anything with
+/// a skewed byte histogram is compressed as it is written. Order-0 entropy
+/// ignores repeats, so the estimate errs towards compressing nothing that
+/// only long matches would shrink; the idle pass tries those pages.
+/// Blocks in `known` are taken to gain nothing, without sampling (a random
+/// write into a page kept as it is samples only the block it changed).
+pub fn worth_compressing(page: &[u8; PAGE], known: u8) -> bool {
+    // Miller-Madow bias of 256 symbols in WIN samples, in bits per byte.
+    const BIAS: f32 = 255.0 / (2.0 * WIN as f32 * std::f32::consts::LN_2);
+    let t = clogc();
+    let n_log_n = t[WIN];
+    let mut bits = 0.0f32;
+    for w in 0..SUBS {
+        if known & (1 << w) != 0 {
+            bits += 8.0;
+            continue;
+        }
         let start = w * SUB + (w * 384) % (SUB - WIN);
         let mut h = [0u16; 256];
         for &b in &page[start..start + WIN] {
             h[b as usize] += 1;
         }
-        h.iter().map(|&c| c as u32 * c as u32).sum::<u32>() > 8192
-    })
+        let sum: f32 = h.iter().map(|&c| t[c as usize]).sum();
+        let per_byte = (n_log_n - sum) / WIN as f32;
+        bits += if per_byte < 0.01 {
+            0.0 // one byte value: zstd makes it a few bytes
+        } else {
+            (per_byte + BIAS).min(8.0)
+        };
+    }
+    let estimate = bits / 8.0 * SUB as f32;
+    estimate + MIN_GAIN as f32 <= PAGE as f32
 }
 
 /// `page` as 8 independent sub-frames: an all-zero sub-block takes no

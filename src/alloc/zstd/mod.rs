@@ -2,9 +2,10 @@
 //! page table of `table.rs`, each page behind its own `RwLock`, so requests
 //! to different pages run in parallel. Writes land in a small sharded
 //! write-back cache of uncompressed pages, compressed when evicted at
-//! nbdkit's level (3) straight away, so memory tracks the compressed size
-//! while writing (byte histograms first decide whether the page is worth
-//! compressing: random data costs no compression time); a whole-page
+//! level 4 straight away, so memory tracks the compressed size while
+//! writing (an entropy estimate first decides whether the page is worth
+//! compressing: random and near-random data cost no compression time, and
+//! a page known to gain nothing has only its changed blocks sampled); a whole-page
 //! overwrite never decompresses; pages that become all zero are holes, and
 //! never-written pages cost nothing to read. When the disk has been idle for
 //! a moment a background thread (`compact.rs`) compresses the cache, tries
@@ -43,8 +44,8 @@ enum Form {
     Split,
     /// The page as it is: zstd could not shrink it.
     Stored,
-    /// The page as it is because its byte histograms looked random
-    /// (`codec::looks_compressible`); the compactor tries it when idle.
+    /// The page as it is because its byte histograms promised too little
+    /// (`codec::worth_compressing`); the compactor tries it when idle.
     Sampled,
 }
 
@@ -62,7 +63,11 @@ impl Form {
 enum ZPage {
     #[default]
     Hole,
-    Raw(Raw),
+    /// Uncompressed, in the write-back cache; the mask names the 4 KiB
+    /// blocks known to gain nothing from zstd (unchanged since the page was
+    /// kept as it is or packed saving less than MIN_GAIN), which
+    /// `codec::worth_compressing` then need not sample again.
+    Raw(Raw, u8),
     Packed {
         data: Box<[u8]>,
         form: Form,
@@ -129,7 +134,9 @@ impl Inner {
         };
         let mut g = slot.0.write();
         let whole = len == PAGE;
-        if let ZPage::Raw(r) = &mut *g {
+        let dirty = blocks(inpg, len);
+        if let ZPage::Raw(r, known) = &mut *g {
+            *known &= !dirty;
             apply(r, inpg, len, &change);
             if zero && (whole || is_zero(&r[..])) {
                 self.set(&mut g, ZPage::Hole);
@@ -141,6 +148,11 @@ impl Inner {
         }
         let old = std::mem::take(&mut *g);
         self.counters.add(&old, -1);
+        // Blocks of a page that gained (almost) nothing stay as they were.
+        let known = match &old {
+            ZPage::Packed { data, .. } if data.len() + codec::MIN_GAIN > PAGE => !dirty,
+            _ => 0,
+        };
         let mut raw = match old {
             ZPage::Packed { data, form, .. } if form.is_raw() && data.len() == PAGE => {
                 // Reuse the stored page's memory: no copy, no decompression.
@@ -174,7 +186,7 @@ impl Inner {
             self.give_raw(raw);
             return Ok(());
         }
-        *g = ZPage::Raw(raw);
+        *g = ZPage::Raw(raw, known);
         self.counters.add(&g, 1);
         drop(g);
         self.enqueue(page)
@@ -201,13 +213,13 @@ impl Inner {
             return Ok(());
         };
         let mut g = slot.0.write();
-        if !matches!(*g, ZPage::Raw(_)) {
+        if !matches!(*g, ZPage::Raw(..)) {
             return Ok(());
         }
         let old = std::mem::take(&mut *g);
         self.counters.add(&old, -1);
-        if let ZPage::Raw(r) = old {
-            let new = self.encode(r, sample);
+        if let ZPage::Raw(r, known) = old {
+            let new = self.encode(r, if sample { Some(known) } else { None });
             self.counters.add(&new, 1);
             *g = new;
         }
@@ -215,14 +227,15 @@ impl Inner {
     }
 
     /// The stored form of an uncompressed page: a hole, one zstd frame at
-    /// LEVEL, or the page itself when zstd cannot shrink it (with `sample`,
-    /// byte histograms decide first, so random data costs little).
-    fn encode(&self, r: Raw, sample: bool) -> ZPage {
+    /// LEVEL, or the page itself when zstd cannot shrink it (with
+    /// `sample`, the mask of blocks known to gain nothing, byte histograms
+    /// decide first, so random data costs little).
+    fn encode(&self, r: Raw, sample: Option<u8>) -> ZPage {
         if is_zero(&r[..]) {
             self.give_raw(r);
             return ZPage::Hole;
         }
-        if sample && !codec::looks_compressible(&r) {
+        if sample.is_some_and(|known| !codec::worth_compressing(&r, known)) {
             return packed(r, Form::Sampled);
         }
         match codec::compress(&r[..]) {
@@ -252,6 +265,15 @@ impl Inner {
             p.push(r);
         }
     }
+}
+
+/// The mask of the 4 KiB blocks `[inpg, inpg + len)` touches.
+fn blocks(inpg: usize, len: usize) -> u8 {
+    if len == 0 {
+        return 0;
+    }
+    let (a, b) = (inpg / codec::SUB, (inpg + len - 1) / codec::SUB);
+    ((0xffu16 << a) & (0xffu16 >> (7 - b))) as u8
 }
 
 fn apply(r: &mut [u8; PAGE], inpg: usize, len: usize, change: &Change) {
@@ -360,7 +382,7 @@ impl Allocator for Zstd {
             };
             match &*slot.0.read() {
                 ZPage::Hole => out.fill(0),
-                ZPage::Raw(r) => out.copy_from_slice(&r[c.inpg..c.inpg + c.len]),
+                ZPage::Raw(r, _) => out.copy_from_slice(&r[c.inpg..c.inpg + c.len]),
                 ZPage::Packed { data, form, gen } => match form {
                     Form::Stored | Form::Sampled => {
                         out.copy_from_slice(&data[c.inpg..c.inpg + c.len])

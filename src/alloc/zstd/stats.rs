@@ -26,7 +26,7 @@ impl Counters {
         };
         match p {
             ZPage::Hole => {}
-            ZPage::Raw(_) => d(&self.raw_pages, 1),
+            ZPage::Raw(..) => d(&self.raw_pages, 1),
             ZPage::Packed { data, form, .. } => {
                 d(&self.packed_pages, 1);
                 d(&self.packed_bytes, data.len() as u64);

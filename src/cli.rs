@@ -43,8 +43,8 @@ pub struct Args {
     /// Exit when the parent process exits (stays in the foreground).
     #[arg(long = "exit-with-parent")]
     pub exit_with_parent: bool,
-    /// Handshake flags offered (nbdkit's option; accepted, nbdscript always
-    /// offers FIXED_NEWSTYLE and NO_ZEROES).
+    /// Mask off global handshake flags, as nbdkit: bit 0 FIXED_NEWSTYLE,
+    /// bit 1 NO_ZEROES (default: both offered).
     #[arg(long = "mask-handshake", value_name = "MASK")]
     pub mask_handshake: Option<String>,
     /// Newstyle protocol (the only one nbdscript speaks; accepted).
@@ -166,6 +166,8 @@ pub struct Config {
     pub handshake_timeout: std::time::Duration,
     pub max_connections: usize,
     pub keepalive: bool,
+    /// Global handshake flags offered (`--mask-handshake` applied).
+    pub handshake_flags: u16,
 }
 
 /// The TLS flags, checked; the credentials are loaded by `main`.
@@ -391,10 +393,7 @@ impl Args {
                 "--oldstyle: nbdscript speaks only the newstyle protocol",
             ));
         }
-        if let Some(m) = &self.mask_handshake {
-            crate::params::parse_int(m)
-                .map_err(|_| ConfigError::new(format!("--mask-handshake={m}: not a number")))?;
-        }
+        self.handshake_mask()?;
         if self.dump_plugin
             && (self.single || self.run.is_some() || self.unix.is_some() || self.port.is_some())
         {
@@ -403,6 +402,25 @@ impl Args {
             ));
         }
         self.debug.iter().map(|d| debug_flag(d)).collect()
+    }
+
+    /// The global handshake flags to offer: every supported one, less
+    /// those `--mask-handshake=MASK` leaves out (nbdkit's meaning: bit 0
+    /// NBD_FLAG_FIXED_NEWSTYLE, bit 1 NBD_FLAG_NO_ZEROES).
+    fn handshake_mask(&self) -> Result<u16, ConfigError> {
+        let all = crate::protocol::handshake::GLOBAL_FLAGS;
+        let Some(m) = &self.mask_handshake else {
+            return Ok(all);
+        };
+        let v = crate::params::parse_int(m)
+            .ok()
+            .filter(|v| (0..=u32::MAX as i64).contains(v))
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "--mask-handshake={m}: give an unsigned number (0 to 0xffffffff)"
+                ))
+            })?;
+        Ok(all & v as u16)
     }
 
     /// `--version`: nbdscript's version, then one line per filter and the
@@ -620,6 +638,7 @@ impl Args {
             handshake_timeout,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             keepalive: self.keepalive,
+            handshake_flags: self.handshake_mask()?,
             stack,
             plugin_name: plugin_name.clone(),
             listen,

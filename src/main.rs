@@ -396,6 +396,7 @@ async fn serve(config: Config, mut daemon: Option<daemon::Daemon>) -> anyhow::Re
             handshake_timeout: config.handshake_timeout,
             max_connections: config.max_connections,
             keepalive: config.keepalive,
+            handshake_flags: config.handshake_flags,
         },
     });
     let port = listener.port();

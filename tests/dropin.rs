@@ -275,3 +275,46 @@ fn sigint_interrupts_a_delayed_read() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("Preconnect id=1 readonly=0 ..."), "{text}");
 }
+
+/// What libnbd sees of a server: `handshake flags, protocol, structured
+/// replies`, then the first bytes after a write (the data path works).
+fn handshake_view(prog: &str, mask: &str) -> String {
+    let script = r#"export uri; /usr/bin/python3 -c '
+import nbd, os
+h = nbd.NBD()
+h.connect_uri(os.environ["uri"])
+print(h.get_handshake_flags(), h.get_protocol(), h.get_structured_replies_negotiated())
+h.pwrite(b"ab" * 256, 0)
+print(h.pread(4, 0))
+'"#;
+    let mut args = vec!["-U", "-"];
+    if !mask.is_empty() {
+        args.push(mask);
+    }
+    args.extend(["memory", "1M", "--run", script]);
+    let o = run(prog, &args);
+    assert!(o.status.success(), "{prog} {mask}: {}", stderr_of(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn mask_handshake_masks_global_flags_as_nbdkit() {
+    let cases = [
+        ("", "3 newstyle-fixed True\n"),
+        ("--mask-handshake=0", "0 newstyle False\n"),
+        ("--mask-handshake=1", "1 newstyle-fixed True\n"),
+        ("--mask-handshake=2", "2 newstyle False\n"),
+    ];
+    for (mask, want) in cases {
+        let ours = handshake_view(bin(), mask);
+        assert_eq!(ours, format!("{want}bytearray(b'abab')\n"), "{mask}");
+        assert_eq!(ours, handshake_view("nbdkit", mask), "{mask} differs from nbdkit");
+    }
+    let o = run(bin(), &["--mask-handshake=x", "memory", "1M", "--run", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_of(&o).contains("--mask-handshake=x: give an unsigned number"),
+        "{}",
+        stderr_of(&o)
+    );
+}

@@ -22,22 +22,41 @@ fn perr(msg: impl Into<String>) -> ProtocolError {
     ProtocolError(msg.into())
 }
 
-/// The 18-byte server greeting.
-pub fn greeting() -> [u8; 18] {
+/// Every global handshake flag the server supports.
+pub const GLOBAL_FLAGS: u16 = FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES;
+
+/// The 18-byte server greeting advertising `gflags` (the supported global
+/// flags, less those `--mask-handshake` masks off).
+pub fn greeting(gflags: u16) -> [u8; 18] {
     let mut b = [0u8; 18];
     b[..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
     b[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
-    b[16..].copy_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    b[16..].copy_from_slice(&(gflags & GLOBAL_FLAGS).to_be_bytes());
     b
 }
 
-/// Check the client's 4-byte flags: returns `no_zeroes`.
-pub fn parse_client_flags(flags: u32) -> Result<bool, ProtocolError> {
-    let known = FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES;
-    if flags & !known != 0 {
-        return Err(perr(format!("unknown client flags {flags:#x}")));
+/// Check the client's 4-byte flags against the global flags the server
+/// advertised: a client may only set what was offered (nbdkit's rule).
+pub fn parse_client_flags(flags: u32, gflags: u16) -> Result<ClientFlags, ProtocolError> {
+    let offered = (gflags & GLOBAL_FLAGS) as u32;
+    if flags & !offered != 0 {
+        return Err(perr(format!(
+            "client requested unexpected flags {flags:#x} (offered {offered:#x})"
+        )));
     }
-    Ok(flags & FLAG_C_NO_ZEROES != 0)
+    Ok(ClientFlags {
+        fixed_newstyle: flags & FLAG_C_FIXED_NEWSTYLE != 0,
+        no_zeroes: flags & FLAG_C_NO_ZEROES != 0,
+    })
+}
+
+/// What the client's flags asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientFlags {
+    /// Options other than EXPORT_NAME may be sent.
+    pub fixed_newstyle: bool,
+    /// EXPORT_NAME's reply leaves out the 124 zero bytes.
+    pub no_zeroes: bool,
 }
 
 /// An option request header: `(option, payload length)`.
@@ -232,17 +251,23 @@ mod tests {
 
     #[test]
     fn greeting_bytes() {
-        let g = greeting();
+        let g = greeting(0xffff);
         assert_eq!(&g[..8], b"NBDMAGIC");
         assert_eq!(&g[8..16], b"IHAVEOPT");
         assert_eq!(&g[16..], &[0, 3]);
+        assert_eq!(&greeting(1)[16..], &[0, 1]);
+        assert_eq!(&greeting(0)[16..], &[0, 0]);
     }
 
     #[test]
     fn client_flags() {
-        assert_eq!(parse_client_flags(1), Ok(false));
-        assert_eq!(parse_client_flags(3), Ok(true));
-        assert!(parse_client_flags(4).is_err());
+        assert!(!parse_client_flags(1, 3).unwrap().no_zeroes);
+        assert!(parse_client_flags(3, 3).unwrap().no_zeroes);
+        assert!(parse_client_flags(4, 3).is_err());
+        // A flag masked off may not be requested.
+        assert!(parse_client_flags(3, 1).is_err());
+        let f = parse_client_flags(0, 0).unwrap();
+        assert!(!f.fixed_newstyle && !f.no_zeroes);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `--keepalive`: TCP keepalive on accepted connections.
     pub keepalive: bool,
+    /// Global handshake flags offered in the greeting (all supported ones
+    /// unless `--mask-handshake` masks some off).
+    pub handshake_flags: u16,
 }
 
 /// Shared per-process state. No lock is held across a whole request:

@@ -97,12 +97,14 @@ fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or
 /// disconnect) without entering transmission.
 pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negotiated>> {
-    t.write_all(&hs::greeting())?;
+    let gflags = shared.config.handshake_flags;
+    t.write_all(&hs::greeting(gflags))?;
     let mut cf = [0u8; 4];
     t.read_exact(&mut cf)?;
     let cflags = u32::from_be_bytes(cf);
-    let no_zeroes = hs::parse_client_flags(cflags)
+    let client = hs::parse_client_flags(cflags, gflags)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+    let no_zeroes = client.no_zeroes;
     let mut mode = ReplyMode::Simple;
     let mut base_allocation = false;
     // The export SET_META_CONTEXT was about: contexts hold only for it.
@@ -125,6 +127,18 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
             return Ok(None);
         }
         let payload = read_payload(t, h.len)?;
+        if !client.fixed_newstyle && h.option != OPT_EXPORT_NAME {
+            // Plain newstyle: EXPORT_NAME is the only option (nbdkit
+            // answers any other with ERR_INVALID).
+            hs::option_error(
+                &mut out,
+                h.option,
+                REP_ERR_INVALID,
+                "only NBD_OPT_EXPORT_NAME: the client did not ask for fixed newstyle",
+            );
+            t.write_all(&out)?;
+            continue;
+        }
         if tls_reqd && h.option != OPT_STARTTLS && h.option != OPT_ABORT {
             hs::option_error(
                 &mut out,
@@ -186,7 +200,10 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                     hs::option_error(&mut out, h.option, REP_ERR_INVALID, "LIST takes no data");
                 } else {
                     let mut names = shared.config.stack.list_exports();
-                    if !shared.config.export_name.is_empty() {
+                    // `-e NAME` names the one default export; a plugin
+                    // with real export names (file dir=) lists its own.
+                    let default_only = names.len() == 1 && names[0].0.is_empty();
+                    if default_only && !shared.config.export_name.is_empty() {
                         names = vec![(shared.config.export_name.clone(), String::new())];
                     }
                     for (n, d) in names {

@@ -308,9 +308,16 @@ fn mask_handshake_masks_global_flags_as_nbdkit() {
     for (mask, want) in cases {
         let ours = handshake_view(bin(), mask);
         assert_eq!(ours, format!("{want}bytearray(b'abab')\n"), "{mask}");
-        assert_eq!(ours, handshake_view("nbdkit", mask), "{mask} differs from nbdkit");
+        assert_eq!(
+            ours,
+            handshake_view("nbdkit", mask),
+            "{mask} differs from nbdkit"
+        );
     }
-    let o = run(bin(), &["--mask-handshake=x", "memory", "1M", "--run", "true"]);
+    let o = run(
+        bin(),
+        &["--mask-handshake=x", "memory", "1M", "--run", "true"],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr_of(&o).contains("--mask-handshake=x: give an unsigned number"),

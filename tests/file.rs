@@ -146,7 +146,10 @@ fn fua_log(prog: &str, extra: &[&str]) -> String {
     std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
     let log = d.path().join("log");
     let mut args = vec!["-U", "-", "--filter=fua", "--filter=log", "file"];
-    let (i, l) = (img.display().to_string(), format!("logfile={}", log.display()));
+    let (i, l) = (
+        img.display().to_string(),
+        format!("logfile={}", log.display()),
+    );
     args.extend([i.as_str(), l.as_str(), "fuamode=force"]);
     args.extend(extra);
     args.extend([

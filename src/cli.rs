@@ -342,8 +342,27 @@ fn debug_flag(arg: &str) -> Result<String, ConfigError> {
 }
 
 /// A layer for `--version`: a script by its path, a built-in by its name.
+/// The nbdkit release whose command line, plugins and filters nbdscript
+/// follows; what it answers to version probes when run as `nbdkit`.
+pub const NBDKIT_COMPAT_VERSION: &str = "1.32.5";
+
+/// Run under the name `nbdkit` (a symlink installed as a drop-in):
+/// `--version` and `--dump-config` then answer as the nbdkit release
+/// nbdscript is compatible with, so tools that probe nbdkit's version
+/// (virt-v2v reads `version_major`/`version_minor`) accept it.
+pub fn invoked_as_nbdkit() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .is_some_and(|p| p.file_name().is_some_and(|n| n == "nbdkit"))
+}
+
 fn version_line(name: &str) -> String {
-    format!("{name} {}", env!("CARGO_PKG_VERSION"))
+    if invoked_as_nbdkit() {
+        format!("{name} {NBDKIT_COMPAT_VERSION}")
+    } else {
+        format!("{name} {}", env!("CARGO_PKG_VERSION"))
+    }
 }
 
 impl Args {
@@ -427,7 +446,14 @@ impl Args {
     /// plugin, each of which must exist (so `nbdscript PLUGIN --version`
     /// probes for a plugin, as with nbdkit).
     pub fn version_lines(&self) -> Result<Vec<String>, ConfigError> {
-        let mut out = vec![version_line("nbdscript")];
+        let mut out = vec![if invoked_as_nbdkit() {
+            format!(
+                "nbdkit {NBDKIT_COMPAT_VERSION} (nbdscript {})",
+                env!("CARGO_PKG_VERSION")
+            )
+        } else {
+            version_line("nbdscript")
+        }];
         let plugin = self.words.first();
         if let Some(p) = plugin {
             check_plugin_exists(p)?;

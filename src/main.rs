@@ -121,24 +121,32 @@ fn print_info(args: &cli::Args) -> ExitCode {
     }
 }
 
-/// `--dump-config`: nbdkit's keys that apply to nbdscript.
+/// `--dump-config`: nbdkit's keys that apply to nbdscript. Run as
+/// `nbdkit`, the name and version are those of the nbdkit release it is
+/// compatible with (see [`cli::invoked_as_nbdkit`]).
 fn dump_config() -> Vec<String> {
-    let v = env!("CARGO_PKG_VERSION");
+    let own = env!("CARGO_PKG_VERSION");
+    let (name, v) = if cli::invoked_as_nbdkit() {
+        ("nbdkit", cli::NBDKIT_COMPAT_VERSION)
+    } else {
+        ("nbdscript", own)
+    };
     let mut parts = v.split('.');
-    let binary = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let binary = std::env::current_exe().unwrap_or_default();
+    let bindir = binary.parent().map(|d| d.display().to_string());
     let host_os = if cfg!(all(target_os = "linux", target_env = "gnu")) {
         "linux-gnu"
     } else {
         std::env::consts::OS
     };
     vec![
-        format!("binary={binary}"),
+        format!("binary={}", binary.display()),
+        format!("bindir={}", bindir.unwrap_or_default()),
         "exit_with_parent=yes".into(),
         format!("host_cpu={}", std::env::consts::ARCH),
         format!("host_os={host_os}"),
-        "name=nbdscript".into(),
+        format!("name={name}"),
+        format!("nbdscript_version={own}"),
         format!("version={v}"),
         format!("version_major={}", parts.next().unwrap_or("0")),
         format!("version_minor={}", parts.next().unwrap_or("0")),

@@ -325,3 +325,41 @@ fn mask_handshake_masks_global_flags_as_nbdkit() {
         stderr_of(&o)
     );
 }
+
+#[test]
+fn run_as_nbdkit_it_answers_version_probes_as_the_nbdkit_it_follows() {
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("nbdkit");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    let link = link.to_str().unwrap();
+    let key = |out: &str, k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {k}= in:\n{out}"))
+    };
+    let ours = run_ok(link, &["--dump-config"]);
+    let theirs = run_ok("nbdkit", &["--dump-config"]);
+    for k in ["name", "version", "version_major", "version_minor"] {
+        assert_eq!(key(&ours, k), key(&theirs, k), "{k}=");
+    }
+    let bindir = std::path::Path::new(bin()).parent().unwrap();
+    assert_eq!(key(&ours, "bindir"), bindir.to_str().unwrap());
+    assert_eq!(key(&ours, "nbdscript_version"), env!("CARGO_PKG_VERSION"));
+    let v = run_ok(link, &["--filter=offset", "file", "--version"]);
+    let want_nbdkit = run_ok("nbdkit", &["--version"]);
+    let nbdkit_v = want_nbdkit.trim();
+    assert_eq!(
+        v,
+        format!(
+            "{nbdkit_v} (nbdscript {})\noffset {}\nfile {}\n",
+            env!("CARGO_PKG_VERSION"),
+            &nbdkit_v["nbdkit ".len()..],
+            &nbdkit_v["nbdkit ".len()..]
+        )
+    );
+    // Under its own name it is nbdscript.
+    let own = run_ok(bin(), &["--dump-config"]);
+    assert_eq!(key(&own, "name"), "nbdscript");
+    assert_eq!(key(&own, "version"), env!("CARGO_PKG_VERSION"));
+    assert!(run_ok(bin(), &["--version"]).starts_with("nbdscript "));
+}

@@ -223,6 +223,40 @@ fn memory_budget_holds() {
     }
 }
 
+/// Case 2, a map filled one key at a time (`m["k" + i] = i`, 2,000,000
+/// keys): Rhai checks only the new entry there, so the memory budget
+/// bounds it (ENOMEM, logged at the callback), another connection is
+/// served meanwhile, and the server keeps serving.
+#[test]
+fn a_map_filled_key_by_key_is_bounded_by_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "map.rhai",
+        "fn thread_model() { \"parallel\" }\nfn get_size(h) { 1048576 }\nfn pread(h, c, o) {\n\
+         \x20 if o == 0 { let m = #{}; for i in 0..2000000 { m[\"k\" + i] = i; } }\n  blob(c)\n}\n",
+    );
+    let s = Server::start(&["--script-memory", "16M", &p]);
+    let worst = served_meanwhile(&s.uri, 4096, || {
+        py(
+            &s.uri,
+            "try:\n    h.pread(512, 0); assert False\nexcept nbd.Error as e:\n    assert e.errnum == errno.ENOMEM, e\nassert h.pread(512, 512) == bytes(512)\n",
+        );
+    });
+    assert!(worst < 2.0, "other connection waited {worst} s");
+    alive(&s);
+    let (_, err) = s.stop();
+    let want = "map.rhai:3:1: pread: stopped: over the script's memory budget: it holds ";
+    let line = err
+        .lines()
+        .find(|l| l.contains(want))
+        .unwrap_or_else(|| panic!("{want:?} in\n{err}"));
+    assert!(
+        line.ends_with(" MiB of 16 MiB (--script-memory) (the client gets ENOMEM)"),
+        "{line}"
+    );
+}
+
 /// Case 3: `--script-timeout` holds inside long native operations
 /// (`reverse`, `fill` on big values, thousands of times in one call).
 #[test]

@@ -7,7 +7,7 @@
 use super::depth;
 use super::host::{raise_limit, RResult};
 use crate::backend::Errno;
-use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext, INT};
 use std::sync::Arc;
 
 /// Most entries a state may hold (the documented map cap, 1 Mi).
@@ -28,9 +28,11 @@ impl State {
     /// nested state), that write is skipped: no exclusive lock on the hot
     /// path, so parallel requests do not serialize on the state.
     ///
-    /// A value nesting deeper than `depth::MAX_DEPTH` is refused (EIO),
-    /// and the value it replaces is dropped level by level.
-    pub fn set(&self, k: &str, v: Dynamic) -> RResult<()> {
+    /// A value nesting deeper than `depth::MAX_DEPTH` is refused (EIO), as
+    /// is one holding a map, array or string over the engine's caps (a
+    /// map filled by `m[k] = v`, where rhai checks only the new entry);
+    /// the value it replaces is dropped level by level.
+    pub fn set(&self, engine: &Engine, k: &str, v: Dynamic) -> RResult<()> {
         if self.0.read().get(k).is_some_and(|cur| same_object(cur, &v)) {
             return Ok(());
         }
@@ -40,6 +42,10 @@ impl State {
                 Errno::Io,
                 depth::too_deep_message(&format!("storing .{k}")),
             ));
+        }
+        if let Err(e) = engine.ensure_data_size_within_limits(&v) {
+            depth::drop_flat(v);
+            return Err(raise_limit(Errno::Io, over_cap(engine, k, &e)));
         }
         let mut m = self.0.write();
         if m.len() >= MAX_KEYS && !m.contains_key(k) {
@@ -56,6 +62,20 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// `storing .k: Size of object map too large (the caps: ...)`.
+fn over_cap(engine: &Engine, k: &str, e: &EvalAltResult) -> String {
+    let what = match e {
+        EvalAltResult::ErrorDataTooLarge(what, _) => what.clone(),
+        other => super::host::strip_pos(&other.to_string()),
+    };
+    format!(
+        "storing .{k}: {what} too large: a map holds at most {} entries, an array or Blob {} elements, a string {} bytes",
+        engine.max_map_size(),
+        engine.max_array_size(),
+        engine.max_string_size()
+    )
 }
 
 /// Whether two values are the same reference-semantics object (cloning
@@ -93,7 +113,11 @@ pub fn register(e: &mut Engine) {
     e.register_indexer_get(|s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
-    e.register_indexer_set(|s: &mut State, k: ImmutableString, v: Dynamic| s.set(k.as_str(), v));
+    e.register_indexer_set(
+        |ctx: NativeCallContext, s: &mut State, k: ImmutableString, v: Dynamic| {
+            s.set(ctx.engine(), k.as_str(), v)
+        },
+    );
     e.register_fn("get", |s: &mut State, k: ImmutableString| -> Dynamic {
         s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
     });
@@ -143,8 +167,11 @@ pub fn register_props(e: &mut Engine, text: &str) {
         e.register_get(n, move |s: &mut State| -> Dynamic {
             s.0.read().get(k.as_str()).cloned().unwrap_or(Dynamic::UNIT)
         });
-        e.register_set(n, move |s: &mut State, v: Dynamic| -> RResult<()> {
-            s.set(k2.as_str(), v)
-        });
+        e.register_set(
+            n,
+            move |ctx: NativeCallContext, s: &mut State, v: Dynamic| -> RResult<()> {
+                s.set(ctx.engine(), k2.as_str(), v)
+            },
+        );
     }
 }

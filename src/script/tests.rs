@@ -638,3 +638,59 @@ fn passthrough_example_changes_nothing() {
     );
     c.close();
 }
+
+/// Where the map cap (`max_map_size`) holds: a map a method is called on
+/// (`m.len()`, `m.mixin(..)`), built by an operator (`+`, `+=`), returned
+/// by a callback, or stored in state is checked (the last with the
+/// position and the caps named); a map only filled by `m[k] = v` and read
+/// by index is not (Rhai checks only the new entry), as README says.
+#[test]
+fn map_cap_where_it_is_checked() {
+    let o = ScriptOptions {
+        max_map_size: 4,
+        ..opts()
+    };
+    let src = r#"
+fn config(p) { #{ n: 0 } }
+fn get_size(h) { 1048576 }
+fn pread(h, count, offset) {
+    let m = #{};
+    for i in 0..10 { m["k" + i] = i; }
+    if m["k9"] != 9 { throw "not filled" }
+    if offset == 256 { m.len(); }
+    if offset == 512 { let z = m + #{}; }
+    if offset == 1024 { m.mixin(#{ x: 1 }); }
+    if offset == 1536 { m += #{ x: 1 }; }
+    if offset == 2048 { h.m = m; }
+    blob(count)
+}
+fn can_multi_conn(h) { let m = #{}; for i in 0..10 { m["k" + i] = i; } m }
+"#;
+    let p = ScriptPlugin::load(&text(src), &Params::default(), &o).unwrap();
+    let c = open(&p);
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), [0]);
+    for off in [256, 512, 1024, 1536] {
+        let e = match c.pread_owned(1, off, 0) {
+            Ok(_) => panic!("{off}: not checked"),
+            Err(e) => e,
+        };
+        assert_eq!(e.errno, Errno::Io, "{off}: {e}");
+        assert_eq!(
+            e.message, "t.rhai:4:1: pread: Size of object map too large",
+            "{off}"
+        );
+    }
+    let e = c.pread_owned(1, 2048, 0).unwrap_err();
+    assert_eq!(e.errno, Errno::Io);
+    assert_eq!(
+        e.message,
+        "t.rhai:12:27: pread: storing .m: Size of object map too large: a map holds at most 4 entries, an array or Blob 67108864 elements, a string 16777216 bytes"
+    );
+    let e = c.can_multi_conn().unwrap_err();
+    assert_eq!(
+        e.message,
+        "t.rhai:15:1: can_multi_conn: the result: Size of object map too large"
+    );
+    // Still serving.
+    assert_eq!(c.pread_owned(1, 0, 0).unwrap(), [0]);
+}

@@ -10,7 +10,7 @@
 //! Example: `nbdscript file disk.img --filter=blocksize minblock=4k maxdata=1M`.
 //! Must not import tokio or rhai.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{
     budget, flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, Result,
@@ -37,7 +37,7 @@ pub const DEF: FilterDef = FilterDef {
 };
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
-    let minblock = common::power_of_2(p, "minblock", "blocksize")?;
+    let minblock = value::power_of_2(p, "minblock", "blocksize")?;
     if let Some(m) = minblock {
         if m > 65536 {
             return Err(ConfigError::new(format!(
@@ -45,8 +45,8 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
             )));
         }
     }
-    let maxdata = common::size(p, "maxdata", "blocksize")?;
-    let maxlen = common::size(p, "maxlen", "blocksize")?;
+    let maxdata = value::size(p, "maxdata", "blocksize")?;
+    let maxlen = value::size(p, "maxlen", "blocksize")?;
     for (k, v) in [("maxdata", maxdata), ("maxlen", maxlen)] {
         match (v, minblock) {
             (Some(0), _) => {

@@ -8,7 +8,7 @@
 //! the file is untouched; changes vanish at exit).
 //! Must not import tokio or rhai.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::alloc::{Allocator, Sparse};
 use crate::backend::{
@@ -49,7 +49,7 @@ enum OnRead {
 }
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
-    let bs = common::power_of_2(p, "cow-block-size", "cow")?.unwrap_or(65536);
+    let bs = value::power_of_2(p, "cow-block-size", "cow")?.unwrap_or(65536);
     if bs < 4096 {
         return Err(ConfigError::new(format!(
             "cow: cow-block-size={bs}: the block size must be at least 4k"
@@ -64,7 +64,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
         None => OnRead::Never,
         Some(v) if v.starts_with('/') => OnRead::WhilePathExists(PathBuf::from(v)),
         Some(_) => {
-            if common::boolean(p, "cow-on-read", "cow")?.unwrap_or(false) {
+            if value::boolean(p, "cow-on-read", "cow")?.unwrap_or(false) {
                 OnRead::Always
             } else {
                 OnRead::Never
@@ -79,7 +79,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
             bs,
         }),
         on_read,
-        on_cache: common::boolean(p, "cow-on-cache", "cow")?.unwrap_or(false),
+        on_cache: value::boolean(p, "cow-on-cache", "cow")?.unwrap_or(false),
     }))
 }
 

@@ -7,7 +7,7 @@
 //! Example: `nbdscript memory 1G --filter=delay delay-read=100ms delay-write=100ms`.
 //! Must not import tokio or rhai; it blocks, so `is_blocking()` is true.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{flags, Backend, BackendError, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
@@ -57,7 +57,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
         ..Default::default()
     };
     for (k, v) in &p.items {
-        let dur = || common::parse_duration(&format!("delay: {k}"), v);
+        let dur = || value::parse_duration(&format!("delay: {k}"), v);
         match k.as_str() {
             "rdelay" | "delay-read" => d.read = dur()?,
             "delay-write" => d.write = dur()?,
@@ -74,7 +74,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
             "delay-open" => d.open = dur()?,
             "delay-close" => d.close = dur()?,
             "delay-fast-zero" => {
-                d.fast_zero = common::boolean(p, "delay-fast-zero", "delay")?.unwrap_or(true)
+                d.fast_zero = value::boolean(p, "delay-fast-zero", "delay")?.unwrap_or(true)
             }
             _ => {}
         }

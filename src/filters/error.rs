@@ -9,7 +9,7 @@
 //! Example: `nbdscript memory 1G --filter=error error=ENOSPC error-pwrite-rate=100%`.
 //! Must not import tokio or rhai.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{Backend, BackendError, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
@@ -104,7 +104,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
         for i in targets {
             match what {
                 "" => s[i].errno = parse_errno(k, v)?,
-                "rate" => s[i].rate = common::parse_rate(k, v)?,
+                "rate" => s[i].rate = value::parse_rate(k, v)?,
                 "file" => s[i].file = Some(PathBuf::from(v)),
                 _ => {
                     return Err(ConfigError::new(format!(

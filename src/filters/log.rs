@@ -9,7 +9,7 @@
 //! Example: `nbdscript memory 1G --filter=log logfile=/tmp/nbd.log`.
 //! Must not import tokio or rhai; it writes a file, so `is_blocking()` is true.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{extent_type, flags, Backend, CacheMode, Extents, Filter, FuaMode, Result};
 use crate::params::{ConfigError, Params};
@@ -33,7 +33,7 @@ pub const DEF: FilterDef = FilterDef {
 };
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
-    let append = common::boolean(p, "logappend", "log")?.unwrap_or(false);
+    let append = value::boolean(p, "logappend", "log")?.unwrap_or(false);
     let file = match p.get("logfile") {
         None => None,
         Some(path) => {

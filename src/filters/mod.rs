@@ -2,7 +2,6 @@
 //! May use `backend`, `alloc`, `params`.
 
 pub mod blocksize;
-pub mod common;
 pub mod cow;
 pub mod delay;
 pub mod error;
@@ -13,6 +12,7 @@ pub mod partition;
 pub mod readonly;
 pub mod tar;
 pub mod truncate;
+pub mod value;
 pub mod xz;
 
 use crate::backend::Filter;

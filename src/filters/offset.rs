@@ -6,7 +6,7 @@
 //! Must not import tokio or rhai. Zero-cost on the data path: no
 //! allocation, every method inlined into a single add.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{Backend, BackendError, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
@@ -27,8 +27,8 @@ pub const DEF: FilterDef = FilterDef {
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     Ok(Arc::new(OffsetFilter {
-        offset: common::size(p, "offset", "offset")?.unwrap_or(0),
-        range: common::size(p, "range", "offset")?,
+        offset: value::size(p, "offset", "offset")?.unwrap_or(0),
+        range: value::size(p, "range", "offset")?,
     }))
 }
 

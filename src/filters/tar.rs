@@ -8,8 +8,8 @@
 //! Example: `nbdscript file disk.tar --filter=tar tar-entry=disk.img`.
 //! Must not import tokio or rhai.
 
-use super::common;
 use super::offset::OffsetHandle;
+use super::value;
 use super::FilterDef;
 use crate::backend::{Backend, BackendError, Filter, Result};
 use crate::params::{ConfigError, Params};
@@ -40,7 +40,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     }
     Ok(Arc::new(TarFilter {
         entry,
-        limit: common::size(p, "tar-limit", "tar")?.unwrap_or(0),
+        limit: value::size(p, "tar-limit", "tar")?.unwrap_or(0),
     }))
 }
 

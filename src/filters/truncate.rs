@@ -5,7 +5,7 @@
 //! Example: `nbdscript file odd.img --filter=truncate round-up=512`.
 //! Must not import tokio or rhai.
 
-use super::common;
+use super::value;
 use super::FilterDef;
 use crate::backend::{extent_type, Backend, BackendError, Errno, Extents, Filter, Result};
 use crate::params::{ConfigError, Params};
@@ -33,9 +33,9 @@ pub const DEF: FilterDef = FilterDef {
 
 fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     Ok(Arc::new(TruncateFilter {
-        truncate: common::size(p, "truncate", "truncate")?,
-        round_up: common::power_of_2(p, "round-up", "truncate")?,
-        round_down: common::power_of_2(p, "round-down", "truncate")?,
+        truncate: value::size(p, "truncate", "truncate")?,
+        round_up: value::power_of_2(p, "round-up", "truncate")?,
+        round_down: value::power_of_2(p, "round-down", "truncate")?,
     }))
 }
 

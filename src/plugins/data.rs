@@ -114,41 +114,11 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
 
 /// Standard base64 (with padding); whitespace is ignored, as GnuTLS does.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
+    use base64::Engine;
     let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if !chars.len().is_multiple_of(4) {
-        return Err(
-            "not valid base64 (the length must be a multiple of 4, with '=' padding)".into(),
-        );
-    }
-    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
-    let groups = chars.len() / 4;
-    for (g, q) in chars.chunks(4).enumerate() {
-        let last = g + 1 == groups;
-        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return Err("not valid base64 (misplaced '=')".into());
-        }
-        let mut n = 0u32;
-        for &c in &q[..4 - pad] {
-            let v = val(c)
-                .ok_or_else(|| format!("not valid base64 (bad character {:?})", c as char))?;
-            n = n << 6 | v;
-        }
-        n <<= 6 * pad as u32;
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..4 - pad]);
-    }
-    Ok(out)
+    base64::engine::general_purpose::STANDARD
+        .decode(chars)
+        .map_err(|e| format!("not valid base64 ({e})"))
 }
 
 pub struct Data {

@@ -154,27 +154,12 @@ fn header(r: &Resp, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Resolve `loc` (a Location header) against `base`.
+/// Resolve `loc` (a Location header) against `base` (RFC 3986, by the
+/// `url` crate); a base that does not parse leaves `loc` as it is.
 fn join_url(base: &str, loc: &str) -> String {
-    if loc.contains("://") {
-        return loc.to_string();
-    }
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    if let Some(rest) = loc.strip_prefix("//") {
-        return format!("{}{rest}", &base[..scheme_end]);
-    }
-    if loc.starts_with('/') {
-        return format!("{}{loc}", &base[..host_end]);
-    }
-    let path = base.split(['?', '#']).next().unwrap_or(base);
-    let dir_end = path.rfind('/').filter(|i| *i >= host_end).map(|i| i + 1);
-    match dir_end {
-        Some(d) => format!("{}{loc}", &path[..d]),
-        None => format!("{}/{loc}", &base[..host_end]),
+    match url::Url::parse(base).and_then(|b| b.join(loc)) {
+        Ok(u) => u.to_string(),
+        Err(_) => loc.to_string(),
     }
 }
 

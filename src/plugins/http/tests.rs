@@ -216,6 +216,8 @@ fn url_joining() {
     assert_eq!(join_url("http://h:1", "c"), "http://h:1/c");
     assert_eq!(join_url("https://h/a", "//g/x"), "https://g/x");
     assert_eq!(join_url("http://h/a", "http://o/p"), "http://o/p");
+    assert_eq!(join_url("http://h/a/b/c", "../d?x=1"), "http://h/a/d?x=1");
+    assert_eq!(join_url("http://h/a b", "c d"), "http://h/c%20d");
     assert_eq!(content_range("bytes 0-0/1234"), Some((0, 0, Some(1234))));
     assert_eq!(content_range("bytes 5-9/*"), Some((5, 9, None)));
 }

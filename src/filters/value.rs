@@ -1,4 +1,4 @@
-//! Helpers the native filters share: parsing durations (`10ms`, `1s`),
+//! Filter parameter values: durations (`10ms`, `1s`),
 //! rates (`10%`, `0.1`), power-of-two sizes. No I/O.
 //! Must not import tokio or rhai.
 

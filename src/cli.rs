@@ -135,16 +135,7 @@ pub struct Args {
     pub words: Vec<String>,
 }
 
-/// Where to listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenSpec {
-    /// `-U PATH`; `None` for `-U -` (a private temp socket).
-    Unix(Option<PathBuf>),
-    Tcp(String, u16),
-    Stdio,
-    /// systemd socket activation (LISTEN_FDS).
-    Systemd,
-}
+pub use crate::server::{ListenSpec, TlsSpec};
 
 /// The validated configuration.
 pub struct Config {
@@ -170,15 +161,6 @@ pub struct Config {
     pub handshake_flags: u16,
 }
 
-/// The TLS flags, checked; the credentials are loaded by `main`.
-#[derive(Debug, Clone)]
-pub struct TlsSpec {
-    pub mode: crate::server::TlsMode,
-    pub certificates: Option<PathBuf>,
-    pub psk: Option<PathBuf>,
-    pub verify_peer: bool,
-}
-
 /// Open files allowed (the soft limit), if known.
 fn nofile_limit() -> Option<u64> {
     let mut r = libc::rlimit {
@@ -200,17 +182,6 @@ fn default_max_connections() -> usize {
         Some(n) => (n.saturating_sub(64) / 2).clamp(1, 1000) as usize,
         None => 1000,
     }
-}
-
-/// Options the script host needs.
-#[derive(Debug, Clone)]
-pub struct ScriptFlags {
-    pub watch: bool,
-    pub allow_files: bool,
-    pub max_operations: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    /// `--script-memory` in bytes (0 = unlimited).
-    pub memory: Option<u64>,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -518,7 +489,7 @@ impl Args {
             None => {
                 // Compiled, described, never configured: `config` does
                 // not run and no parameter is needed.
-                out.extend(crate::script::dump_plugin(name, &self.script_flags())?);
+                out.extend(crate::script::dump_plugin(name, &self.script_options())?);
                 out.extend(self.filter_dump_lines()?);
             }
         }
@@ -535,7 +506,7 @@ impl Args {
                 Some(d) => out.push(("filter".to_string(), d.name.to_string())),
                 None => {
                     out.push(("filter".to_string(), f.clone()));
-                    for (k, v) in crate::script::dump_filter(f, &self.script_flags())? {
+                    for (k, v) in crate::script::dump_filter(f, &self.script_options())? {
                         out.push((format!("filter.{k}"), v));
                     }
                 }
@@ -544,13 +515,22 @@ impl Args {
         Ok(out)
     }
 
-    pub fn script_flags(&self) -> ScriptFlags {
-        ScriptFlags {
+    /// The script layers' limits from `--no-watch`, `--max-operations N`,
+    /// `--script-timeout MS`, `--script-memory SIZE`, `--allow-files`
+    /// (0 means unlimited; a flag not given keeps the default).
+    pub fn script_options(&self) -> crate::script::ScriptOptions {
+        let d = crate::script::ScriptOptions::default();
+        crate::script::ScriptOptions {
             watch: !self.no_watch,
+            max_operations: self.max_operations.unwrap_or(d.max_operations),
+            timeout: match self.script_timeout {
+                None => d.timeout,
+                Some(0) => None,
+                Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            },
+            max_memory: self.script_memory.unwrap_or(d.max_memory),
             allow_files: self.allow_files,
-            max_operations: self.max_operations,
-            timeout_ms: self.script_timeout,
-            memory: self.script_memory,
+            ..d
         }
     }
 
@@ -563,7 +543,7 @@ impl Args {
         let native = plugins::find(plugin_name);
         check_plugin_exists(plugin_name)?;
         let all = self.params(plugin_name)?;
-        let sf = self.script_flags();
+        let sf = self.script_options();
 
         // Filters take their own keys; the plugin gets the rest.
         let mut filters_out: Vec<Arc<dyn Filter>> = Vec::new();

@@ -3,8 +3,31 @@
 //! extents is never read (a 7E hole prints in one step), the rest is read
 //! in 1 MiB pieces.
 
-use crate::backend::{extent_type, Export};
+use crate::backend::{extent_type, Export, Stack};
 use std::fmt::Write;
+
+/// `--hexdump=OFFSET:LEN`: open `export_name` of `stack` read-only and
+/// print `[offset, offset+len)` (to the end without `len`) to standard
+/// output.
+pub fn print_export(
+    stack: &Stack,
+    export_name: &str,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<(), String> {
+    let export = stack
+        .open(true, export_name)
+        .map_err(|e| format!("cannot open the export: {e}"))?;
+    let size = export.size();
+    let start = offset.min(size);
+    let end = match len {
+        Some(l) => start.saturating_add(l).min(size),
+        None => size,
+    };
+    let r = dump(&export, start, end, &mut std::io::stdout().lock());
+    export.close();
+    r
+}
 
 /// Print `[start, end)` of `export` to `out`. A closed `out` (piped into
 /// `head`) ends the dump quietly; a failed read is an error naming where.

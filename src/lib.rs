@@ -14,3 +14,4 @@ pub mod plugins;
 pub mod protocol;
 pub mod script;
 pub mod server;
+pub mod storage;

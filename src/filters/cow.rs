@@ -15,7 +15,7 @@ use crate::backend::{
     budget, extent_type, flags, Backend, BackendError, Errno, Extents, Filter, Result,
 };
 use crate::params::{ConfigError, Params};
-use crate::plugins::memory::alloc_error;
+use crate::storage::alloc_error;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

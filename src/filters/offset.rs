@@ -144,7 +144,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::alloc::Sparse;
     use crate::backend::extent_type;
-    use crate::plugins::memory::AllocDisk;
+    use crate::storage::AllocDisk;
 
     /// A memory disk of `size` bytes whose byte i is `i % 251`.
     pub fn disk(size: u64) -> Arc<dyn Backend> {

@@ -195,7 +195,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::alloc::Sparse;
     use crate::filters::offset::tests::params;
-    use crate::plugins::memory::AllocDisk;
+    use crate::storage::AllocDisk;
 
     fn put_entry(b: &mut [u8], base: usize, i: usize, t: u8, start: u32, n: u32) {
         let o = base + 0x1be + i * 16;

@@ -255,7 +255,7 @@ mod tests {
     use super::*;
     use crate::alloc::Sparse;
     use crate::filters::offset::tests::params;
-    use crate::plugins::memory::AllocDisk;
+    use crate::storage::AllocDisk;
 
     fn header(name: &[u8], size: u64, typ: u8) -> Vec<u8> {
         let mut h = vec![0u8; 512];

@@ -9,12 +9,12 @@
 //! writes go to an overlay allocator, tracked by range.
 //! May use `backend`, `alloc`, `datastr`, `params`.
 
-use super::memory::{alloc_error, AllocDisk};
 use super::PluginDef;
 use crate::alloc::{AllocSpec, Allocator};
 use crate::backend::{extent_type, flags, Backend, BlockSize, Extents, Plugin, Result};
 use crate::datastr::{self, EvalOptions, Pattern};
 use crate::params::{ConfigError, Params};
+use crate::storage::{alloc_error, AllocDisk};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;

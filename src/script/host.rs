@@ -5,7 +5,7 @@
 
 use crate::alloc::{AllocSpec, Allocator};
 use crate::backend::{extent_type, flags, BackendError, Errno, Extents};
-use crate::plugins::memory::alloc_error;
+use crate::storage::alloc_error;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, Module, Position, INT};
 use std::sync::Arc;
 

@@ -37,7 +37,6 @@ pub use stdlib::{
 };
 
 use crate::backend::{Filter, Plugin};
-use crate::cli::ScriptFlags;
 use crate::params::{ConfigError, Params};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,26 +84,6 @@ impl Default for ScriptOptions {
             max_map_size: 1 << 20,
             max_memory: DEFAULT_MEMORY,
             allow_files: false,
-        }
-    }
-}
-
-impl From<&ScriptFlags> for ScriptOptions {
-    /// The command line's flags (`--no-watch`, `--max-operations N`,
-    /// `--script-timeout MS`, `--allow-files`); 0 means unlimited.
-    fn from(f: &ScriptFlags) -> Self {
-        let d = ScriptOptions::default();
-        ScriptOptions {
-            watch: f.watch,
-            max_operations: f.max_operations.unwrap_or(d.max_operations),
-            timeout: match f.timeout_ms {
-                None => d.timeout,
-                Some(0) => None,
-                Some(ms) => Some(Duration::from_millis(ms)),
-            },
-            max_memory: f.memory.unwrap_or(d.max_memory),
-            allow_files: f.allow_files,
-            ..d
         }
     }
 }
@@ -191,23 +170,15 @@ pub fn script_magic_key(arg: &str) -> Option<String> {
 /// `--dump-plugin` for a script plugin named on the command line (a path,
 /// `-` or a built-in library name): nbdkit's `key=value` lines from the
 /// compiled script; `config` is not run, so no parameter is needed.
-pub fn dump_plugin(name: &str, flags: &ScriptFlags) -> Result<Vec<(String, String)>, ConfigError> {
-    dump::dump_source(
-        &source_for(name)?,
-        &ScriptOptions::from(flags),
-        code::Kind::Plugin,
-    )
+pub fn dump_plugin(name: &str, opts: &ScriptOptions) -> Result<Vec<(String, String)>, ConfigError> {
+    dump::dump_source(&source_for(name)?, opts, code::Kind::Plugin)
 }
 
 /// `--dump-plugin` lines of a script filter named by `--filter` (as
 /// [`dump_plugin`]; a filter's capabilities it does not decide are the
 /// layer below's, so only its `can_*` functions are listed).
-pub fn dump_filter(name: &str, flags: &ScriptFlags) -> Result<Vec<(String, String)>, ConfigError> {
-    dump::dump_source(
-        &source_for(name)?,
-        &ScriptOptions::from(flags),
-        code::Kind::Filter,
-    )
+pub fn dump_filter(name: &str, opts: &ScriptOptions) -> Result<Vec<(String, String)>, ConfigError> {
+    dump::dump_source(&source_for(name)?, opts, code::Kind::Filter)
 }
 
 /// Load a script plugin named on the command line: a path, `-` (standard
@@ -215,10 +186,10 @@ pub fn dump_filter(name: &str, flags: &ScriptFlags) -> Result<Vec<(String, Strin
 pub fn load_plugin(
     name: &str,
     params: &Params,
-    flags: &ScriptFlags,
+    opts: &ScriptOptions,
 ) -> Result<Arc<dyn Plugin>, ConfigError> {
     let src = source_for(name)?;
-    load_plugin_from(&src, params, &ScriptOptions::from(flags))
+    load_plugin_from(&src, params, opts)
 }
 
 /// Load a script filter named on the command line. Returns the filter and
@@ -227,10 +198,10 @@ pub fn load_plugin(
 pub fn load_filter(
     name: &str,
     params: &Params,
-    flags: &ScriptFlags,
+    opts: &ScriptOptions,
 ) -> Result<(Arc<dyn Filter>, Vec<String>), ConfigError> {
     let src = source_for(name)?;
-    let f = ScriptFilter::load(&src, params, &ScriptOptions::from(flags))?;
+    let f = ScriptFilter::load(&src, params, opts)?;
     let keys = f.param_keys();
     Ok((Arc::new(f), keys))
 }

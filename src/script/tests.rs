@@ -386,7 +386,7 @@ fn thread_model() { "parallel" }
 
 fn memory(size: u64) -> std::sync::Arc<dyn Backend> {
     let a = crate::alloc::AllocSpec::Sparse.create(size).unwrap();
-    std::sync::Arc::new(crate::plugins::memory::AllocDisk::new(a, size))
+    std::sync::Arc::new(crate::storage::AllocDisk::new(a, size))
 }
 
 fn filter(s: &str) -> ScriptFilter {
@@ -561,12 +561,9 @@ fn watcher_reloads_when_an_import_changes() {
 
 #[test]
 fn filter_declares_its_params() {
-    let flags = crate::cli::ScriptFlags {
+    let flags = ScriptOptions {
         watch: false,
-        allow_files: false,
-        max_operations: None,
-        timeout_ms: None,
-        memory: None,
+        ..ScriptOptions::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.rhai");

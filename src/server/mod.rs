@@ -3,17 +3,25 @@
 //! handshake with STARTTLS, the one request loop (connection threads with
 //! blocking I/O in `thread`), and shutdown. tokio runs only the listeners
 //! and the watch over each connection; talks to `protocol` for frames and
-//! `backend` for data. Must not import rhai or any plugin.
+//! `backend` for data. Starting a server process (`launch`): the private
+//! socket of `-U -`, signals, the pidfile, the URI, captive `--run`.
+//! Must not import rhai or any plugin.
 
+mod captive;
 mod connection;
 mod dispatch;
+mod launch;
 mod listen;
 mod negotiate;
+mod signals;
+mod socket_dir;
 mod thread;
 mod tls;
 mod transport;
+mod uri;
 
 pub use dispatch::for_client;
+pub use launch::{Launch, ListenSpec, TlsSpec};
 pub use listen::{run, Listener};
 pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode};
 

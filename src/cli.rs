@@ -137,6 +137,11 @@ pub struct Args {
 
 pub use crate::server::{ListenSpec, TlsSpec};
 
+// What the binary needs from the crate besides the command line.
+pub use crate::backend::budget;
+pub use crate::hexdump::print_export;
+pub use crate::server::{Launch, ServerConfig};
+
 /// The validated configuration.
 pub struct Config {
     pub stack: Stack,

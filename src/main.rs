@@ -5,8 +5,7 @@
 
 mod daemon;
 
-use nbdscript::cli::{self, Config};
-use nbdscript::server::{Launch, ServerConfig};
+use nbdscript::cli::{self, budget, Config, Launch, ServerConfig};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,10 +43,10 @@ fn main() -> ExitCode {
         None
     };
     // Work that grows with a request's length stops at the script budget.
-    nbdscript::backend::budget::set_limit(match args.script_timeout {
+    budget::set_limit(match args.script_timeout {
         Some(0) => None,
         Some(ms) => Some(Duration::from_millis(ms)),
-        None => Some(nbdscript::backend::budget::DEFAULT_LIMIT),
+        None => Some(budget::DEFAULT_LIMIT),
     });
     let config = match args.validate() {
         Ok(c) => c,
@@ -147,7 +146,7 @@ fn dump_config() -> Vec<String> {
 
 fn real_main(config: Config, daemon: Option<daemon::Daemon>) -> anyhow::Result<ExitCode> {
     if let Some((off, len)) = config.hexdump {
-        nbdscript::hexdump::print_export(&config.stack, &config.export_name, off, len)
+        cli::print_export(&config.stack, &config.export_name, off, len)
             .map_err(anyhow::Error::msg)?;
         return Ok(ExitCode::SUCCESS);
     }

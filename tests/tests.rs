@@ -8,6 +8,7 @@ mod contain;
 mod core;
 mod datastr;
 mod dropin;
+mod examples;
 mod file;
 mod filters;
 mod network;

@@ -36,7 +36,7 @@ pub fn limit() -> Option<Duration> {
     }
 }
 
-/// Shutdown has begun (SIGTERM/SIGINT, [`super::shutdown::begin`]): long
+/// Shutdown has begun (SIGTERM/SIGINT, `shutdown::begin`): long
 /// requests stop at their next [`check`].
 pub fn shutting_down() -> bool {
     super::shutdown::begun()
@@ -49,6 +49,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Start timing the current request on this thread.
     pub fn start() -> Budget {
         Budget::with_limit(limit())
     }

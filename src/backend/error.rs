@@ -8,22 +8,28 @@ use std::fmt;
 /// message that goes to the log (and, with structured replies, to the client).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendError {
+    /// What the client receives.
     pub errno: Errno,
+    /// What the log (and a structured reply) says.
     pub message: String,
 }
 
+/// A backend call's result.
 pub type Result<T> = std::result::Result<T, BackendError>;
 
 impl BackendError {
+    /// An error with `errno` and `message`.
     pub fn new(errno: Errno, message: impl Into<String>) -> Self {
         BackendError {
             errno,
             message: message.into(),
         }
     }
+    /// EIO with `message`.
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(Errno::Io, message)
     }
+    /// EINVAL with `message`.
     pub fn inval(message: impl Into<String>) -> Self {
         Self::new(Errno::Inval, message)
     }

@@ -7,8 +7,11 @@ use super::{BackendError, Result};
 /// One extent: `length` bytes from `offset` with `base:allocation` type bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// Where it starts.
     pub offset: u64,
+    /// How many bytes it covers.
     pub length: u64,
+    /// Its type: [`extent_type`](crate::extent_type) bits (0 is data).
     pub typ: u32,
 }
 

@@ -80,14 +80,18 @@ pub mod flags {
 
 /// Extent types (`base:allocation` bits).
 pub mod extent_type {
+    /// Allocated data.
     pub const DATA: u32 = 0;
+    /// Not allocated (a hole).
     pub const HOLE: u32 = 1 << 0;
+    /// Reads as zeros.
     pub const ZERO: u32 = 1 << 1;
 }
 
 /// How a layer handles FUA (nbdkit's `can_fua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FuaMode {
+    /// FUA is not advertised.
     None,
     /// The server flushes after the write.
     Emulate,
@@ -98,6 +102,7 @@ pub enum FuaMode {
 /// How a layer handles NBD_CMD_CACHE (nbdkit's `can_cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
+    /// NBD_CMD_CACHE is not advertised.
     None,
     /// The server reads and discards.
     Emulate,
@@ -108,8 +113,11 @@ pub enum CacheMode {
 /// Block-size constraints advertised with NBD_INFO_BLOCK_SIZE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockSize {
+    /// The smallest block a request should address (a power of two).
     pub minimum: u32,
+    /// The block size requests are best aligned to.
     pub preferred: u32,
+    /// The largest request the export takes.
     pub maximum: u32,
 }
 

@@ -8,13 +8,21 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Errno {
+    /// EPERM: not permitted (a write to a read-only export).
     Perm = 1,
+    /// EIO: an I/O error.
     Io = 5,
+    /// ENOMEM: out of memory.
     NoMem = 12,
+    /// EINVAL: an invalid request.
     Inval = 22,
+    /// ENOSPC: no space (a write past the end).
     NoSpc = 28,
+    /// EOVERFLOW: the answer does not fit.
     Overflow = 75,
+    /// ENOTSUP: not supported.
     NotSup = 95,
+    /// ESHUTDOWN: the server is shutting down.
     Shutdown = 108,
 }
 

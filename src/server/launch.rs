@@ -19,7 +19,9 @@ use tokio::sync::watch;
 pub enum ListenSpec {
     /// `-U PATH`; `None` for `-U -` (a private temp socket).
     Unix(Option<PathBuf>),
+    /// `-i ADDR -p PORT`.
     Tcp(String, u16),
+    /// `-s`: one client on standard input/output.
     Stdio,
     /// systemd socket activation (LISTEN_FDS).
     Systemd,
@@ -28,9 +30,13 @@ pub enum ListenSpec {
 /// The TLS flags, checked; the credentials are loaded when serving starts.
 #[derive(Debug, Clone)]
 pub struct TlsSpec {
+    /// `--tls=off|on|require`.
     pub mode: TlsMode,
+    /// `--tls-certificates=DIR`.
     pub certificates: Option<PathBuf>,
+    /// `--tls-psk=FILE`.
     pub psk: Option<PathBuf>,
+    /// `--tls-verify-peer`.
     pub verify_peer: bool,
 }
 
@@ -49,7 +55,9 @@ impl Default for TlsSpec {
 pub struct Launch {
     /// What every connection needs (its `tls` is filled from [`Launch::tls`]).
     pub config: ServerConfig,
+    /// Where to listen.
     pub listen: ListenSpec,
+    /// TLS, loaded when serving starts.
     pub tls: TlsSpec,
     /// `-P FILE`: written once the socket accepts connections.
     pub pidfile: Option<PathBuf>,

@@ -31,6 +31,7 @@ use std::sync::Arc;
 /// What every connection needs to know.
 #[derive(Clone)]
 pub struct ServerConfig {
+    /// The plugin and its filters.
     pub stack: Stack,
     /// `-r`: read-only whatever the plugin can do.
     pub readonly: bool,
@@ -61,5 +62,6 @@ pub struct ServerConfig {
 /// chunks (an emulated zero of 2^62 bytes) lets other connections in
 /// between them.
 pub struct Shared {
+    /// The configuration.
     pub config: ServerConfig,
 }

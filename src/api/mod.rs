@@ -323,3 +323,6 @@ pub trait Filter: Send + Sync + 'static {
         next.cache(count, offset, flags)
     }
 }
+
+#[cfg(test)]
+mod tests;

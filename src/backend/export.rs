@@ -383,3 +383,6 @@ impl Export {
         self.top.close()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,8 @@
 mod captive;
 mod connection;
 mod dispatch;
+#[cfg(test)]
+pub(crate) mod inprocess;
 mod launch;
 mod listen;
 mod negotiate;

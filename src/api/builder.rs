@@ -160,6 +160,7 @@ impl Server {
                 handshake_timeout: Duration::from_secs(30),
                 max_connections: 1000,
                 keepalive: false,
+                handshake_flags: crate::protocol::handshake::GLOBAL_FLAGS,
             },
             listen: self.listen.unwrap_or(ListenSpec::Unix(None)),
             tls: TlsSpec::default(),

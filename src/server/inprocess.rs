@@ -47,6 +47,7 @@ impl TestServer {
                         handshake_timeout: Duration::from_secs(30),
                         max_connections: 64,
                         keepalive: false,
+                handshake_flags: crate::protocol::handshake::GLOBAL_FLAGS,
                     },
                 });
                 let _ = ready_tx.send(());

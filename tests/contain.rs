@@ -5,14 +5,7 @@
 //! alive afterwards.
 
 use crate::common::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn script(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
 
 /// VmRSS of a process, in MiB.
 fn rss_mib(pid: u32) -> u64 {

@@ -3,81 +3,9 @@
 //! and live reload on a connection kept open across three rewrites.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
-
-fn example(name: &str) -> String {
-    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A server whose stderr arrives line by line (to wait for log messages).
-struct LiveServer {
-    child: Child,
-    uri: String,
-    log: Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl LiveServer {
-    fn start(args: &[&str]) -> LiveServer {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("s.sock");
-        let mut child = nbdscript()
-            .arg("-f")
-            .arg("-U")
-            .arg(&sock)
-            .arg("--print-uri")
-            .args(args)
-            .env("PATH", sys_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, log) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut uri = String::new();
-        out.read_line(&mut uri).unwrap();
-        assert!(
-            !uri.trim().is_empty(),
-            "server did not start: {:?}",
-            log.try_iter().collect::<Vec<_>>()
-        );
-        LiveServer {
-            child,
-            uri: uri.trim().to_string(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Wait (bounded) for a log line containing `what`.
-    fn wait_log(&self, what: &str) -> String {
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(10)) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {what:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for LiveServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn ramdisk_example_with_every_client() {
@@ -320,35 +248,6 @@ fn mbr_example_has_a_partition_table() {
         8192 - 2048
     );
     assert_eq!(&b[2048 * 512..2048 * 512 + 15], b"hello partition");
-}
-
-/// nbdsh on one connection, driven step by step through its stdin.
-struct Client {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Client {
-    fn start(uri: &str, py: &str) -> Client {
-        let mut child = Command::new("nbdsh")
-            .env("PATH", sys_path())
-            .args(["-u", uri, "-c", py])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Client { child, out }
-    }
-    fn step(&mut self, cmd: &str) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
-        let mut l = String::new();
-        self.out.read_line(&mut l).unwrap();
-        assert!(l.starts_with("ok"), "client step {cmd:?} failed: {l:?}");
-        l
-    }
 }
 
 /// Reads `expect` at offset 0 (polling until the reload shows it, at most

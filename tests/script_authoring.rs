@@ -7,73 +7,10 @@
 use crate::common::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A server whose stderr arrives line by line, at the default log level
-/// (no `-v`, no `RUST_LOG`).
-struct Live {
-    child: Child,
-    uri: String,
-    log: Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Live {
-    fn start(args: &[&str]) -> Live {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("s.sock");
-        let mut child = nbdscript()
-            .arg("-f")
-            .arg("-U")
-            .arg(&sock)
-            .arg("--print-uri")
-            .args(args)
-            .env("PATH", sys_path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, log) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut uri = String::new();
-        out.read_line(&mut uri).unwrap();
-        assert!(
-            !uri.trim().is_empty(),
-            "server did not start: {:?}",
-            log.try_iter().collect::<Vec<_>>()
-        );
-        Live {
-            child,
-            uri: uri.trim().to_string(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Wait (bounded) for a log line containing `what`.
-    fn wait_log(&self, what: &str) -> String {
-        let mut seen = Vec::new();
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(10)) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(l) => seen.push(l),
-                Err(e) => panic!("no log line with {what:?} ({e}); got {seen:#?}"),
-            }
-        }
-    }
-}
-
-impl Live {
+impl LiveServer {
     /// Run each python statement on one nbdsh connection; the errno name
     /// each raised ("ok" when none).
     fn nbdsh_errnos(&self, stmts: &[&str]) -> Vec<String> {
@@ -101,13 +38,6 @@ impl Live {
     }
 }
 
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -123,7 +53,7 @@ fn reload_ignores_a_busy_directory() {
         format!("fn get_size(h) {{ 4096 }}\nfn pread(h, count, offset) {{ blob(count, {n}) }}\n")
     };
     write(&path, &version(0));
-    let s = Live::start(&[path.to_str().unwrap()]);
+    let s = LiveServer::start_default_log(&[path.to_str().unwrap()]);
     let mut noise = Command::new("sh")
         .arg("-c")
         .arg("while :; do echo line >> noise.log; sleep 0.01; done")
@@ -188,7 +118,7 @@ fn top_level_declarations_are_visible_and_reloaded() {
         )
     };
     write(&path, &version(1));
-    let s = Live::start(&[path.to_str().unwrap()]);
+    let s = LiveServer::start_default_log(&[path.to_str().unwrap()]);
     let prog = r#"
 import nbd, sys, time
 h = nbd.NBD()
@@ -220,13 +150,6 @@ print(h.pread(4, 0).hex())
     assert!(c.wait().unwrap().success());
 }
 
-/// `path` holds `text`; returns the path as a string.
-fn script(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    write(&p, text);
-    p.to_str().unwrap().to_string()
-}
-
 /// Broken contracts, size limits and budgets are logged at the default
 /// level as `file:line:col: callback: message` (the callback's own
 /// position when the fault is in what it returned); the client gets EIO
@@ -247,7 +170,7 @@ fn pread(h, count, offset) {
 }
 "#,
     );
-    let s = Live::start(&["--max-operations", "100000", &p]);
+    let s = LiveServer::start_default_log(&["--max-operations", "100000", &p]);
     let out = s.nbdsh_errnos(&[
         "h.pread(512, 0)",
         "h.pread(512, 512)",
@@ -312,7 +235,7 @@ fn bad_answers_at_negotiation_are_explained() {
         "q.rhai",
         "fn get_size(h) { \"1Q\" }\nfn pread(h, count, offset) { blob(count) }\n",
     );
-    let s = Live::start(&[&p]);
+    let s = LiveServer::start_default_log(&[&p]);
     let out = run("nbdinfo", &[&s.uri]);
     assert!(!out.status.success());
     s.wait_log(&format!(
@@ -323,7 +246,7 @@ fn bad_answers_at_negotiation_are_explained() {
         "f.rhai",
         "fn get_size(h) { 512 }\nfn pread(h, count, offset) { blob(count) }\nfn pwrite(h, b, o) { }\n  fn can_fua(h) { \"sometimes\" }\n",
     );
-    let s = Live::start(&[&p]);
+    let s = LiveServer::start_default_log(&[&p]);
     let out = run("nbdinfo", &[&s.uri]);
     assert!(!out.status.success());
     s.wait_log(&format!(
@@ -340,7 +263,7 @@ fn misspelled_callbacks_get_did_you_mean() {
         "typo.rhai",
         "fn get_size(h) { 512 }\nfn pread(h, count, offset) { blob(count) }\nfn pwirte(h, buf, offset) { }\nfn pred(h, c, o) { }\nfn get_sise(h) { 1 }\n  fn can_wirte(h) { true }\nfn helper(x) { x }\n",
     );
-    let s = Live::start(&[&p]);
+    let s = LiveServer::start_default_log(&[&p]);
     for (line, bad, good) in [
         ("3:1", "pwirte", "pwrite"),
         ("4:1", "pred", "pread"),
@@ -363,7 +286,7 @@ fn reloads_and_print_are_logged_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let full = "fn config(p) { #{ d: disk(65536) } }\nfn get_size(h) { h.d.size() }\nfn pread(h, count, offset) { print(`read ${offset}`); h.d.pread(count, offset) }\nfn pwrite(h, buf, offset) { h.d.pwrite(buf, offset) }\n";
     let p = script(dir.path(), "r.rhai", full);
-    let s = Live::start(&[&p]);
+    let s = LiveServer::start_default_log(&[&p]);
     let py = r#"
 import sys, time, errno
 h.pwrite(b"x" * 512, 0)
@@ -470,7 +393,7 @@ fn config_edits_are_explained() {
     };
     let orig = "fn config(p) { #{ n: 1 } }";
     let p = script(dir.path(), "cfg.rhai", &v(orig));
-    let s = Live::start(&[&p]);
+    let s = LiveServer::start_default_log(&[&p]);
     write(Path::new(&p), &v("fn config(p) { #{ n: 2 } }"));
     s.wait_log(&format!(
         "{p}:1:1: config: changed; config runs only at start-up, so the change takes effect at restart (the running state is kept)"
@@ -487,7 +410,7 @@ fn config_edits_are_explained() {
         "{l:?}"
     );
     let p2 = script(dir.path(), "nocfg.rhai", &v(""));
-    let s2 = Live::start(&[&p2]);
+    let s2 = LiveServer::start_default_log(&[&p2]);
     write(Path::new(&p2), &v(orig));
     s2.wait_log(&format!(
         "{p2}:1:1: this version adds fn config(), which runs only at start-up; restart nbdscript to use it (this version is refused; the previous one keeps serving)"

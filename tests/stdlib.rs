@@ -4,15 +4,8 @@
 //! nbdkit's `pattern` plugin.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
-
-fn example(name: &str) -> String {
-    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+use std::time::Instant;
 
 /// Write `text` as `NAME` in a fresh directory.
 fn script(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -568,72 +561,6 @@ fn pread(h, c, o) {
     assert!(rest == [&reference[4099..4136], &reference[1040384..]].concat());
 }
 
-/// A server whose stderr arrives line by line (to wait for log lines).
-struct LiveServer {
-    child: Child,
-    uri: String,
-    log: Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl LiveServer {
-    fn start(args: &[&str]) -> LiveServer {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("s.sock");
-        let mut child = nbdscript()
-            .arg("-f")
-            .arg("-U")
-            .arg(&sock)
-            .arg("--print-uri")
-            .args(args)
-            .env("PATH", sys_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, log) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut uri = String::new();
-        out.read_line(&mut uri).unwrap();
-        assert!(
-            !uri.trim().is_empty(),
-            "server did not start: {:?}",
-            log.try_iter().collect::<Vec<_>>()
-        );
-        LiveServer {
-            child,
-            uri: uri.trim().to_string(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Wait (bounded) for a log line containing `what`.
-    fn wait_log(&self, what: &str) -> String {
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(20)) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {what:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for LiveServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One nbdsh connection driven through its stdin: `dump PATH` copies the
 /// whole export to PATH; `poke OFFSET` writes "poked" there.
 const DRIVER: &str = r#"
@@ -648,39 +575,6 @@ for line in sys.stdin:
     print("ok", flush=True)
 "#;
 
-struct Client {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Client {
-    fn start(uri: &str) -> Client {
-        let mut child = client("nbdsh")
-            .args(["-u", uri, "-c", DRIVER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Client { child, out }
-    }
-    fn step(&mut self, cmd: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
-        let mut l = String::new();
-        self.out.read_line(&mut l).unwrap();
-        assert_eq!(l, "ok\n", "client step {cmd:?} failed");
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn floppy_example_rebuilds_for_a_connected_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -688,10 +582,10 @@ fn floppy_example_rebuilds_for_a_connected_client() {
     let original = std::fs::read_to_string(example("floppy.rhai")).unwrap();
     std::fs::write(&path, &original).unwrap();
     let s = LiveServer::start(&["-v", path.to_str().unwrap()]);
-    let mut c = Client::start(&s.uri);
+    let mut c = Client::start(&s.uri, DRIVER);
     let img = dir.path().join("floppy.img");
     let img_s = img.to_str().unwrap();
-    c.step(&format!("dump {img_s}"));
+    assert_eq!(c.step(&format!("dump {img_s}")), "ok\n");
     fsck_clean(&img);
     let ids = blkid(&img);
     assert!(
@@ -709,7 +603,7 @@ fn floppy_example_rebuilds_for_a_connected_client() {
 
     // A write by the client, then a save with one more file: the rebuild
     // serves the new file on the same connection and drops the write.
-    c.step("poke 1400000");
+    assert_eq!(c.step("poke 1400000"), "ok\n");
     let marker = "        \"empty/\": (),\n";
     assert!(original.contains(marker));
     // First a version whose rebuild fails: refused, the old image stays.
@@ -721,7 +615,7 @@ fn floppy_example_rebuilds_for_a_connected_client() {
         ),
     )
     .unwrap();
-    let l = s.wait_log("rebuild failed");
+    let l = s.wait_log_for("rebuild failed", 20);
     assert!(l.contains("fat: time \"yesterday\" is not"), "{l}");
     assert!(l.contains("refused"), "{l}");
     let added = original.replace(
@@ -730,8 +624,8 @@ fn floppy_example_rebuilds_for_a_connected_client() {
     );
     let t = Instant::now();
     std::fs::write(&path, added).unwrap();
-    s.wait_log("rebuild done in");
-    c.step(&format!("dump {img_s}"));
+    s.wait_log_for("rebuild done in", 20);
+    assert_eq!(c.step(&format!("dump {img_s}")), "ok\n");
     eprintln!("save to rebuilt image read: {:?}", t.elapsed());
     fsck_clean(&img);
     assert_eq!(

@@ -3,6 +3,9 @@
 //! clients (nbdsh, nbdinfo, nbdcopy, qemu-img, qemu-io, fio) against it.
 #![allow(dead_code)]
 
+mod live;
+pub use live::*;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -116,9 +116,22 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
     use base64::Engine;
     let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    use base64::DecodeError as E;
     base64::engine::general_purpose::STANDARD
         .decode(chars)
-        .map_err(|e| format!("not valid base64 ({e})"))
+        .map_err(|e| match e {
+            E::InvalidByte(at, b'=') => format!("not valid base64 (misplaced '=' at {at})"),
+            E::InvalidByte(at, c) => {
+                format!("not valid base64 (bad character {:?} at {at})", c as char)
+            }
+            E::InvalidLength(_) | E::InvalidPadding => {
+                "not valid base64 (the length must be a multiple of 4, with '=' padding)".into()
+            }
+            E::InvalidLastSymbol(at, c) => format!(
+                "not valid base64 (the last character {:?} at {at} has bits that are not used)",
+                c as char
+            ),
+        })
 }
 
 pub struct Data {
@@ -290,6 +303,15 @@ mod tests {
         assert_eq!(base64_decode("MTI=").unwrap(), b"12");
         assert_eq!(base64_decode("MQ==").unwrap(), b"1");
         assert_eq!(base64_decode("MT Iz").unwrap(), b"123");
+        for (bad, want) in [
+            ("MT!z", "bad character '!' at 2"),
+            ("MTI", "multiple of 4"),
+            ("M=Iz", "misplaced '=' at 1"),
+            ("MR==", "the last character 'R' at 1"),
+        ] {
+            let e = base64_decode(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
         assert_eq!(base64_decode("").unwrap(), b"");
         for bad in ["MTI", "M", "MT!z", "MQ==MTIz", "M==="] {
             assert!(base64_decode(bad).is_err(), "{bad}");

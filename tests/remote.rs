@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 #[path = "../src/plugins/http/testserver.rs"]
-mod httpd;
+pub mod httpd;
 
 /// Deterministic, partly compressible bytes.
 fn sample(len: usize) -> Vec<u8> {
@@ -314,7 +314,7 @@ fn http_tar_xz_stack_like_nbdkit() {
 struct HttpsServer {
     child: std::process::Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for HttpsServer {
@@ -370,6 +370,8 @@ fn https_server(data: &[u8]) -> HttpsServer {
             "-nodes",
             "-subj",
             "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
             "-days",
             "1",
             "-keyout",
@@ -387,11 +389,7 @@ fn https_server(data: &[u8]) -> HttpsServer {
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
     let port = line.trim().parse().expect("https server port");
-    HttpsServer {
-        child,
-        port,
-        _dir: dir,
-    }
+    HttpsServer { child, port, dir }
 }
 
 #[test]
@@ -407,4 +405,51 @@ fn https_with_and_without_sslverify() {
     assert!(ours == data, "https bytes differ");
     let theirs = nbdkit_bytes(&["-r", "curl", &url, "sslverify=false"]).expect("nbdkit https");
     assert!(ours == theirs, "https bytes differ from nbdkit's");
+}
+
+#[test]
+fn https_cainfo_and_capath_verify_with_a_test_ca_like_nbdkit() {
+    let data = sample(200_000);
+    let srv = https_server(&data);
+    let url = format!("https://127.0.0.1:{}/disk.img", srv.port);
+    let cert = srv.dir.path().join("cert.pem");
+    let cainfo = format!("cainfo={}", cert.display());
+    let ours = nbdscript_bytes(&["http", &url, &cainfo]).expect("cainfo= verifies");
+    assert!(ours == data, "https bytes differ");
+    let theirs = nbdkit_bytes(&["-r", "curl", &url, &cainfo]).expect("nbdkit cainfo=");
+    assert!(ours == theirs, "https bytes differ from nbdkit's");
+    // capath=: a directory of PEM files (the key beside it is passed over).
+    let capath = format!("capath={}", srv.dir.path().display());
+    assert!(nbdscript_bytes(&["http", &url, &capath]).expect("capath= verifies") == data);
+    // Another CA verifies nothing; cainfo= empty trusts no CA at all.
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path().display().to_string();
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=other",
+            "-days",
+            "1",
+            "-keyout",
+            &format!("{o}/k.pem"),
+            "-out",
+            &format!("{o}/c.pem"),
+        ],
+    );
+    for bad in [format!("cainfo={o}/c.pem"), "cainfo=".to_string()] {
+        let e = Server::try_start(&["http", &url, &bad])
+            .err()
+            .expect("refused");
+        assert!(e.to_lowercase().contains("certificate"), "{bad}: {e}");
+    }
+    let e = Server::try_start(&["http", &url, &format!("cainfo={o}/k.pem")])
+        .err()
+        .expect("a key is no CA");
+    assert!(e.contains("cainfo="), "{e}");
 }

@@ -6,6 +6,7 @@ mod bounds;
 mod common;
 mod contain;
 mod core;
+mod curl;
 mod datastr;
 mod dropin;
 mod examples;

@@ -1,7 +1,12 @@
 //! The `http` plugin (also `curl`, nbdkit's name): serve a file from a web
 //! server with ranged GETs over a pooled keep-alive client (ureq, blocking:
-//! no tokio). Redirects are resolved once at start; the size comes from HEAD
-//! or a ranged GET; a server that ignores ranges is refused. Read-only.
+//! no tokio). Redirects are resolved once at start (unless
+//! `followlocation=false`); the size comes from HEAD or a ranged GET; a
+//! server that ignores ranges is refused. Read-only. curl's parameters as
+//! nbdkit-curl-plugin: `protocols=`, `cainfo=`, `capath=`, `proxy=`,
+//! cookies (`cookiefile=`, `cookiejar=`), `tcp-nodelay=`,
+//! `tcp-keepalive=`; `file:` URLs
+//! are served from the local file.
 //! May use `backend`, `params`; must not import tokio or rhai.
 
 use super::PluginDef;
@@ -13,13 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod auth;
+mod cookies;
+mod curlopts;
+mod keepalive;
 
 pub const DEF: PluginDef = PluginDef {
     name: "http",
     aliases: &["curl"],
     magic_key: Some("url"),
     params: &[
-        ("url", "the http:// or https:// URL of the disk image (required)"),
+        (
+            "url",
+            "the http://, https:// or file:// URL of the disk image (required)",
+        ),
         ("connections", "most HTTP connections in use at once (default 16)"),
         ("header", "an extra request header `Name: value`; repeatable"),
         ("cookie", "a Cookie header value sent with every request"),
@@ -31,6 +42,20 @@ pub const DEF: PluginDef = PluginDef {
         ("sslverify", "verify the server's TLS certificate (default true)"),
         ("timeout", "seconds a whole request may take (default: no limit)"),
         ("user-agent", "the User-Agent header (default nbdscript/VERSION)"),
+        (
+            "protocols",
+            "PROTO,PROTO,...: the URL schemes allowed, also after a redirect (default: any)",
+        ),
+        ("cainfo", "PEM file of the CA certificates that verify the server (empty: none)"),
+        ("capath", "directory of PEM CA certificates that verify the server"),
+        ("cookiefile", "enable cookies, starting from this Netscape cookie file (empty: none)"),
+        ("cookiejar", "enable cookies and write them back to this file"),
+        ("followlocation", "follow redirects (default true)"),
+        ("proxy", "proxy URL; requests go through it with HTTP CONNECT"),
+        ("proxy-user", "user name for the proxy"),
+        ("proxy-password", "proxy password: the value, `-`, `+FILE` or `-FD`"),
+        ("tcp-keepalive", "TCP keepalive on the connections (default false)"),
+        ("tcp-nodelay", "disable Nagle's algorithm (default true)"),
     ],
     description: "serve a disk image from a web server with range requests (read-only)",
     make,
@@ -41,9 +66,15 @@ const MAX_REDIRECTS: usize = 10;
 fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
     p.check_known("http", &DEF.keys())?;
     let url = p.require("url", "http")?.to_string();
+    let protocols = curlopts::parse_protocols(p.get("protocols"))?;
+    curlopts::check_protocol(&protocols, &url)
+        .map_err(|e| ConfigError::new(format!("http: url={e}")))?;
+    if curlopts::scheme(&url) == "file" {
+        return local_file(&url);
+    }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::new(format!(
-            "http: url={url}: only http:// and https:// URLs are accepted"
+            "http: url={url}: only http://, https:// and file:// URLs are accepted"
         )));
     }
     let connections = match p.get("connections") {
@@ -102,13 +133,48 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
         .get("user-agent")
         .map(str::to_string)
         .unwrap_or_else(|| format!("nbdscript/{}", env!("CARGO_PKG_VERSION")));
-    let client = Client::new(connections, timeout, sslverify, headers, &ua);
+    let opts = Options {
+        connections,
+        timeout,
+        sslverify,
+        roots: curlopts::root_certs(p.get("cainfo"), p.get("capath"))?,
+        proxy: curlopts::proxy(p.get("proxy"), p.get("proxy-user"), p.get("proxy-password"))?,
+        nodelay: p.bool("tcp-nodelay")?.unwrap_or(true),
+        keepalive: p.bool("tcp-keepalive")?.unwrap_or(false),
+        followlocation: p.bool("followlocation")?.unwrap_or(true),
+        protocols,
+        cookies: cookies::Jar::new(p.get("cookiefile"), p.get("cookiejar"))?,
+    };
+    let client = Client::new(opts, headers, &ua);
     let (url, size) = client
         .resolve(&url)
         .map_err(|e| ConfigError::new(format!("http: url={url}: {e}")))?;
     Ok(Arc::new(HttpPlugin {
         inner: Arc::new(Shared { client, url, size }),
     }))
+}
+
+/// `file:` URLs: the local file, through the file plugin (writable
+/// unless `-r`, as nbdkit-curl-plugin's `file:` URLs are).
+fn local_file(url: &str) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
+    let path =
+        curlopts::file_url_path(url).map_err(|e| ConfigError::new(format!("http: url={e}")))?;
+    (super::file::DEF.make)(&Params::new(vec![("file".into(), path)]))
+        .map_err(|e| ConfigError::new(format!("http: url={url}: {}", e.0)))
+}
+
+/// How the client connects: curl's options.
+struct Options {
+    connections: usize,
+    timeout: Option<Duration>,
+    sslverify: bool,
+    roots: Option<ureq::tls::RootCerts>,
+    proxy: Option<ureq::Proxy>,
+    nodelay: bool,
+    keepalive: bool,
+    followlocation: bool,
+    protocols: Option<Vec<String>>,
+    cookies: Option<cookies::Jar>,
 }
 
 /// Counts connections in use, so no more than `connections=` run at once.
@@ -143,6 +209,9 @@ struct Client {
     agent: ureq::Agent,
     headers: Vec<(String, String)>,
     slots: Slots,
+    followlocation: bool,
+    protocols: Option<Vec<String>>,
+    cookies: Option<cookies::Jar>,
 }
 
 type Resp = ureq::http::Response<ureq::Body>;
@@ -176,36 +245,57 @@ fn content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 }
 
 impl Client {
-    fn new(
-        connections: usize,
-        timeout: Option<Duration>,
-        sslverify: bool,
-        headers: Vec<(String, String)>,
-        user_agent: &str,
-    ) -> Client {
+    fn new(o: Options, headers: Vec<(String, String)>, user_agent: &str) -> Client {
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::NativeTls)
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .disable_verification(!sslverify)
+            .root_certs(o.roots.unwrap_or(ureq::tls::RootCerts::PlatformVerifier))
+            .disable_verification(!o.sslverify)
             .build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_global(timeout)
+            .timeout_global(o.timeout)
             .tls_config(tls)
-            .max_idle_connections(connections)
-            .max_idle_connections_per_host(connections)
+            .proxy(o.proxy)
+            .no_delay(o.nodelay)
+            .max_idle_connections(o.connections)
+            .max_idle_connections_per_host(o.connections)
             .user_agent(user_agent)
-            .build()
-            .into();
+            .build();
+        let agent = if o.keepalive {
+            ureq::Agent::with_parts(
+                config,
+                keepalive::connector(),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            )
+        } else {
+            config.into()
+        };
         Client {
             agent,
             headers,
             slots: Slots {
-                free: Mutex::new(connections),
+                free: Mutex::new(o.connections),
                 cv: Condvar::new(),
             },
+            followlocation: o.followlocation,
+            protocols: o.protocols,
+            cookies: o.cookies,
         }
+    }
+
+    /// Where a redirect answer leads, if it may be followed.
+    fn redirect(&self, url: &str, r: &Resp, st: u16) -> std::result::Result<String, String> {
+        let loc = header(r, "location")
+            .ok_or_else(|| format!("{url}: redirect {st} without a Location"))?;
+        let to = join_url(url, &loc);
+        if !self.followlocation {
+            return Err(format!(
+                "{url}: the server redirects ({st}) to {to}, and followlocation=false"
+            ));
+        }
+        curlopts::check_protocol(&self.protocols, &to)?;
+        Ok(to)
     }
 
     fn send(
@@ -224,7 +314,20 @@ impl Client {
         if let Some((a, b)) = range {
             req = req.header("Range", format!("bytes={a}-{b}"));
         }
-        req.call().map_err(|e| format!("{method} {url}: {e}"))
+        if let Some(c) = self.cookies.as_ref().and_then(|j| j.header(url)) {
+            req = req.header("Cookie", c);
+        }
+        let r = req.call().map_err(|e| format!("{method} {url}: {e}"))?;
+        if let Some(j) = &self.cookies {
+            j.store(
+                url,
+                r.headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+        }
+        Ok(r)
     }
 
     /// Follow redirects once, find the size, and check that the server
@@ -238,13 +341,12 @@ impl Client {
             let r = self.send("HEAD", &url, None)?;
             let st = r.status().as_u16();
             if (300..400).contains(&st) {
-                let loc = header(&r, "location")
-                    .ok_or_else(|| format!("HEAD {url}: redirect {st} without a Location"))?;
+                let to = self.redirect(&url, &r, st)?;
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
                     return Err(format!("more than {MAX_REDIRECTS} redirects"));
                 }
-                url = join_url(&url, &loc);
+                url = to;
                 continue;
             }
             if st == 200 {
@@ -301,13 +403,12 @@ impl Client {
                     ));
                 }
                 300..=399 => {
-                    let loc = header(&r, "location")
-                        .ok_or_else(|| format!("GET {url}: redirect {st} without a Location"))?;
+                    let to = self.redirect(&url, &r, st)?;
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
                         return Err(format!("more than {MAX_REDIRECTS} redirects"));
                     }
-                    url = join_url(&url, &loc);
+                    url = to;
                 }
                 _ => return Err(format!("GET {url}: the server answered {st}")),
             }

@@ -25,6 +25,11 @@ pub struct Config {
     pub auth: Option<String>,
     /// `(name, value)` header required (403 otherwise).
     pub header: Option<(String, String)>,
+    /// `Cookie` header required to read a file (403 otherwise; redirects
+    /// are answered without it).
+    pub cookie: Option<String>,
+    /// A `Set-Cookie` header sent with every redirect.
+    pub set_cookie: Option<String>,
 }
 
 /// A running server; its threads live as long as the test process.
@@ -125,8 +130,19 @@ fn serve(s: TcpStream, cfg: &Config, requests: &AtomicUsize) -> std::io::Result<
             }
         }
         if let Some(to) = cfg.redirects.get(&path) {
-            reply(&mut w, "302 Found", &format!("Location: {to}\r\n"), b"")?;
+            let sc = cfg
+                .set_cookie
+                .as_ref()
+                .map(|c| format!("Set-Cookie: {c}\r\n"))
+                .unwrap_or_default();
+            reply(&mut w, "302 Found", &format!("Location: {to}\r\n{sc}"), b"")?;
             continue;
+        }
+        if let Some(c) = &cfg.cookie {
+            if get("cookie").as_deref() != Some(c.as_str()) {
+                reply(&mut w, "403 Forbidden", "", b"")?;
+                continue;
+            }
         }
         let Some(data) = cfg.files.get(&path) else {
             reply(&mut w, "404 Not Found", "", b"")?;

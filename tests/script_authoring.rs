@@ -44,7 +44,8 @@ fn write(path: &Path, text: &str) {
 
 /// 20 saves while another process appends to a file in the script's
 /// directory every 10 ms: every save is visible to a connected client
-/// within 100 ms.
+/// within 100 ms (in one of up to 3 rounds, so a loaded machine's
+/// scheduling does not fail it).
 #[test]
 fn reload_ignores_a_busy_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,17 +69,26 @@ h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 path = sys.argv[2]
 template = {template:?}
-worst = 0.0
-for i in range(1, 21):
-    time.sleep(0.05)
-    t = time.monotonic()
-    with open(path, "w") as f:
-        f.write(template % i)
-    while h.pread(1, 0)[0] != i:
-        if time.monotonic() - t > 5:
-            print("save", i, "not seen after 5 s"); sys.exit(1)
-        time.sleep(0.001)
-    worst = max(worst, time.monotonic() - t)
+# Up to 3 rounds of 20 saves; a round passes when every save is seen
+# within 100 ms. Retrying keeps a loaded CI machine from failing it; the
+# stall this guards against (the watcher reset by directory noise) took
+# 0.5-9 s per save and fails every round.
+for r in range(3):
+    worst = 0.0
+    for i in range(1, 21):
+        v = r * 20 + i
+        time.sleep(0.05)
+        t = time.monotonic()
+        with open(path, "w") as f:
+            f.write(template % v)
+        while h.pread(1, 0)[0] != v:
+            if time.monotonic() - t > 5:
+                print("save", v, "not seen after 5 s"); sys.exit(1)
+            time.sleep(0.001)
+        worst = max(worst, time.monotonic() - t)
+    print("round", r, "%.1f" % (worst * 1000), file=sys.stderr)
+    if worst < 0.1:
+        break
 print("%.1f" % (worst * 1000))
 "#
     );
@@ -95,8 +105,14 @@ print("%.1f" % (worst * 1000))
         String::from_utf8_lossy(&out.stderr)
     );
     let worst: f64 = stdout.trim().parse().unwrap();
-    eprintln!("reload latency under directory activity: max {worst:.1} ms over 20 saves");
-    assert!(worst < 100.0, "a save took {worst} ms to be seen");
+    eprintln!(
+        "reload latency under directory activity: max {worst:.1} ms over 20 saves\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        worst < 100.0,
+        "a save took {worst} ms to be seen in each of 3 rounds"
+    );
 }
 
 /// Top-level `const`, `let` and `import ... as` are seen by every

@@ -662,3 +662,56 @@ fn qemu_img_reads_a_partition() {
     // Logical 5: EBR at sector 1000, data from sector 1003, 50 sectors.
     assert_eq!(got, &disk[1003 * 512..1053 * 512]);
 }
+
+/// `logscript=`'s lines for reads and writes, as nbdkit's
+/// test-log-script.sh checks them.
+fn logscript_lines(prog: &str) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let script = format!(
+        "logscript=if [ \"$act\" = Read -o \"$act\" = Write ]; then \
+         echo $act $type $connection $id $offset $count $return ${{extents[*]}} >> {}; fi",
+        out.display()
+    );
+    let o = run(
+        prog,
+        &[
+            "-U",
+            "-",
+            "--filter=log",
+            "memory",
+            "size=1K",
+            &script,
+            "--run",
+            "nbdsh -u \"$uri\" -c 'h.pread(512, 0)' -c 'h.pwrite(bytearray(512), 0)' \
+             -c 'h.pwrite(bytearray(512), 512)' -c 'h.pread(512, 512)'",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{prog}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
+#[test]
+fn log_logscript_runs_per_line_like_nbdkit() {
+    let ours = logscript_lines(bin());
+    assert!(
+        ours.starts_with("Read ENTER 1 1 0x0 0x200\nRead LEAVE 1 1 0\n"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("Write ENTER 1 3 0x200 0x200\nWrite LEAVE 1 3 0\n"),
+        "{ours}"
+    );
+    assert_eq!(ours.lines().count(), 8, "{ours}");
+    // nbdkit's lines are the same, though its order varies from run to run.
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&ours), sorted(&logscript_lines("nbdkit")));
+}

@@ -2,10 +2,12 @@
 //! in nbdkit-log-filter's format:
 //! `2020-08-06 02:07:23.080907 connection=1 Read id=1 offset=0x0 count=0x200 ...`
 //! then `... connection=1 ...Read id=1 return=0` (or `return=-1 error=EIO`).
-//! Connect lines omit `export=` and `tls=` (a filter is not told them);
-//! `logscript=` is not supported.
-//! Parameters: `logfile=PATH` (without it the filter is inactive),
-//! `logappend=true|false` (default false: truncate).
+//! Connect lines omit `export=` and `tls=` (a filter is not told them).
+//! Parameters: `logfile=PATH`, `logappend=true|false` (default false:
+//! truncate), `logscript=SCRIPT` (run by bash for every line, with `$act`,
+//! `$type` ENTER/LEAVE/PRINT, `$connection`, `$id` and the line's
+//! `key=value`s as shell variables, as nbdkit); without either the filter
+//! is inactive.
 //! Example: `nbdscript memory 1G --filter=log logfile=/tmp/nbd.log`.
 //! Must not import tokio or rhai; it writes a file, so `is_blocking()` is true.
 
@@ -16,6 +18,7 @@ use crate::params::{ConfigError, Params};
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +29,10 @@ pub const DEF: FilterDef = FilterDef {
         (
             "logappend",
             "true: append to the file instead of truncating it",
+        ),
+        (
+            "logscript",
+            "shell script run for every log line ($act, $type, $connection, $id, $offset, ...)",
         ),
     ],
     description: "log every request to a file",
@@ -51,15 +58,27 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Filter>, ConfigError> {
     };
     let log = Arc::new(Log {
         file,
+        script: p.get("logscript").map(str::to_string),
         connections: AtomicU64::new(0),
     });
     log.line(None, "Ready thread_model=3");
+    log.script(None, "Ready", Kind::Print, None, "thread_model=3");
     Ok(Arc::new(LogFilter { log }))
 }
 
 struct Log {
     file: Option<Mutex<File>>,
+    /// `logscript=`: run for every line.
+    script: Option<String>,
     connections: AtomicU64,
+}
+
+/// A log script's `$type`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Enter,
+    Leave,
+    Print,
 }
 
 /// `YYYY-MM-DD HH:MM:SS.uuuuuu` in local time, as nbdkit writes it.
@@ -87,6 +106,46 @@ fn timestamp() -> String {
 }
 
 impl Log {
+    /// Run `logscript=` for one line, as nbdkit: the shell variables
+    /// `act`, `connection`, `type`, `id`, then the line's own
+    /// `key=value`s (`extents=(...)` is a bash array), then the script.
+    /// Its status is ignored; its output goes to stderr, never to a
+    /// client's stdout (`-s`).
+    fn script(&self, conn: Option<u64>, act: &str, kind: Kind, id: Option<u64>, body: &str) {
+        let Some(script) = &self.script else {
+            return;
+        };
+        let mut text = format!("act={act}\n");
+        if let Some(c) = conn {
+            text.push_str(&format!("connection={c}\n"));
+        }
+        let t = match kind {
+            Kind::Enter => "ENTER",
+            Kind::Leave => "LEAVE",
+            Kind::Print => "PRINT",
+        };
+        text.push_str(&format!("type={t}\n"));
+        if let Some(i) = id {
+            text.push_str(&format!("id={i}\n"));
+        }
+        text.push_str(body);
+        text.push('\n');
+        text.push_str(script);
+        let shell = if std::path::Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+        let mut c = std::process::Command::new(shell);
+        c.arg("-c").arg(text).stdin(std::process::Stdio::null());
+        if let Ok(e) = std::io::stderr().as_fd().try_clone_to_owned() {
+            c.stdout(e);
+        }
+        if let Err(e) = c.status() {
+            tracing::warn!("log: logscript: cannot run {shell}: {e}");
+        }
+    }
+
     fn line(&self, conn: Option<u64>, text: &str) {
         let Some(f) = &self.file else {
             return;
@@ -118,8 +177,13 @@ impl Filter for LogFilter {
             None,
             &format!("Preconnect id={conn} readonly={} ...", b(readonly)),
         );
+        let ro = format!("readonly={}", b(readonly));
+        self.log
+            .script(None, "Preconnect", Kind::Enter, Some(conn), &ro);
         self.log
             .line(None, &format!("...Preconnect id={conn} return=0"));
+        self.log
+            .script(None, "Preconnect", Kind::Leave, Some(conn), "return=0");
         let size = next.get_size()?;
         let bs = next.block_size()?;
         let (mn, pr, mx) = bs.map_or((0, 0, 0), |b| (b.minimum, b.preferred, b.maximum));
@@ -133,10 +197,8 @@ impl Filter for LogFilter {
             CacheMode::Emulate => 1,
             CacheMode::Native => 2,
         };
-        self.log.line(
-            Some(conn),
-            &format!(
-                "Connect size={size:#x} minsize={mn:#x} prefsize={pr:#x} maxsize={mx:#x} write={} flush={} rotational={} trim={} zero={} fua={fua} extents={} cache={cache} fast_zero={}",
+        let connect = format!(
+                "size={size:#x} minsize={mn:#x} prefsize={pr:#x} maxsize={mx:#x} write={} flush={} rotational={} trim={} zero={} fua={fua} extents={} cache={cache} fast_zero={}",
                 b(!readonly && next.can_write()?),
                 b(next.can_flush()?),
                 b(next.is_rotational()?),
@@ -144,8 +206,10 @@ impl Filter for LogFilter {
                 if next.can_zero()? { 2 } else { 1 },
                 b(next.can_extents()?),
                 b(next.can_fast_zero()?),
-            ),
         );
+        self.log.line(Some(conn), &format!("Connect {connect}"));
+        self.log
+            .script(Some(conn), "Connect", Kind::Print, None, &connect);
         Ok(Arc::new(LogHandle {
             next,
             log: self.log.clone(),
@@ -184,6 +248,8 @@ impl LogHandle {
         let sep = if args.is_empty() { "" } else { " " };
         self.log
             .line(Some(self.conn), &format!("{act} id={id}{sep}{args} ..."));
+        self.log
+            .script(Some(self.conn), act, Kind::Enter, Some(id), args);
         let r = run();
         let tail = match &r {
             Ok(v) => {
@@ -194,6 +260,8 @@ impl LogHandle {
         };
         self.log
             .line(Some(self.conn), &format!("...{act} id={id} {tail}"));
+        self.log
+            .script(Some(self.conn), act, Kind::Leave, Some(id), &tail);
         r
     }
 }
@@ -282,6 +350,9 @@ impl Backend for LogHandle {
         let n = self.ids.load(Ordering::Relaxed);
         self.log
             .line(Some(self.conn), &format!("Disconnect transactions={n}"));
+        let t = format!("transactions={n}");
+        self.log
+            .script(Some(self.conn), "Disconnect", Kind::Print, None, &t);
         self.next.close()
     }
 }

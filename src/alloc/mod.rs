@@ -58,6 +58,25 @@ pub struct AllocExtent {
     pub typ: u32,
 }
 
+impl AllocExtent {
+    /// Append `[from, to)` of type `typ` to `out`, merged into the last
+    /// extent when that one has the same type and ends at `from`; an empty
+    /// range adds nothing. Allocators build their extent lists with it.
+    pub fn push_merged(out: &mut Vec<AllocExtent>, from: u64, to: u64, typ: u32) {
+        if to <= from {
+            return;
+        }
+        match out.last_mut() {
+            Some(l) if l.typ == typ && l.offset + l.length == from => l.length += to - from,
+            _ => out.push(AllocExtent {
+                offset: from,
+                length: to - from,
+                typ,
+            }),
+        }
+    }
+}
+
 /// RAM storage addressed by byte offset; unwritten bytes read as zero.
 /// Every method is safe to call from many threads at once.
 pub trait Allocator: Send + Sync + 'static {

@@ -181,19 +181,7 @@ impl Allocator for Sparse {
             return Ok(out);
         }
         let end = offset + count;
-        let push = |out: &mut Vec<AllocExtent>, from: u64, to: u64, typ: u32| {
-            if to <= from {
-                return;
-            }
-            match out.last_mut() {
-                Some(l) if l.typ == typ && l.offset + l.length == from => l.length += to - from,
-                _ => out.push(AllocExtent {
-                    offset: from,
-                    length: to - from,
-                    typ,
-                }),
-            }
-        };
+        let push = AllocExtent::push_merged;
         let mut cursor = offset;
         let (first, last) = (offset >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT);
         self.table.visit(first, last, &mut |page, slot| {

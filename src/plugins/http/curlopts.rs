@@ -57,7 +57,11 @@ pub fn check_protocol(allowed: &Option<Vec<String>>, url: &str) -> Result<(), St
 /// The local path of a `file:` URL (`file:///p`, `file://localhost/p`,
 /// `file:/p`), percent-decoded.
 pub fn file_url_path(url: &str) -> Result<String, String> {
-    let rest = &url["file:".len()..];
+    let rest = url
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("file:"))
+        .map(|_| &url[5..])
+        .ok_or_else(|| format!("{url}: not a file: URL"))?;
     let path = match rest.strip_prefix("//") {
         Some(r) => {
             let (host, path) = r.split_at(r.find('/').unwrap_or(r.len()));
@@ -220,6 +224,10 @@ mod tests {
         assert_eq!(file_url_path("file:///tmp/a%20b").unwrap(), "/tmp/a b");
         assert_eq!(file_url_path("file://localhost/x").unwrap(), "/x");
         assert_eq!(file_url_path("file:/x").unwrap(), "/x");
+        assert_eq!(file_url_path("FILE:/x").unwrap(), "/x");
+        // Short or non-ASCII input is an error, not a panic.
+        assert!(file_url_path("fil").is_err());
+        assert!(file_url_path("fé:/x").is_err());
         assert!(file_url_path("file://example.com/x").is_err());
         assert!(file_url_path("file:x").is_err());
     }

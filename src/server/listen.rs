@@ -5,7 +5,8 @@
 //! connections finish in-flight requests, then return.
 
 use super::connection::{serve, ConnState};
-use super::transport::{Pipes, Socket, Transport};
+use super::socket::Socket;
+use super::transport::{Pipes, Transport};
 use super::Shared;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -15,14 +15,16 @@ pub(crate) mod inprocess;
 mod launch;
 mod listen;
 mod negotiate;
+mod redact;
 mod signals;
+mod socket;
 mod socket_dir;
 mod thread;
 mod tls;
 mod transport;
 mod uri;
 
-pub use dispatch::for_client;
+pub use redact::for_client;
 pub use launch::{Launch, ListenSpec, TlsSpec};
 pub use listen::{run, Listener};
 pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode};

@@ -91,7 +91,7 @@ fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
         .config
         .stack
         .open(shared.config.readonly, name)
-        .map_err(|e| super::dispatch::for_client(&e.to_string()))
+        .map_err(|e| super::redact::for_client(&e.to_string()))
 }
 
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or

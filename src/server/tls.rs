@@ -5,7 +5,7 @@
 //! the session's lock only while OpenSSL runs, and waits in `poll`
 //! without it, so one worker's read never blocks another's write.
 
-use super::transport::Socket;
+use super::socket::Socket;
 use openssl::ssl::{
     ErrorCode, SslAcceptor, SslFiletype, SslMethod, SslMode, SslOptions, SslStream, SslVerifyMode,
     SslVersion,

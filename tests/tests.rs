@@ -19,6 +19,7 @@ mod s3;
 mod script;
 mod script_authoring;
 mod sparse;
+mod sparse_random;
 mod stdlib;
 mod tls;
 mod torrent;

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod null;
 pub mod pattern;
 pub mod random;
+pub mod sparse_random;
 pub mod s3;
 pub mod tmpdisk;
 pub mod torrent;
@@ -49,6 +50,7 @@ pub fn builtin() -> &'static [PluginDef] {
         zero::DEF,
         full::DEF,
         random::DEF,
+        sparse_random::DEF,
         http::DEF,
         s3::DEF,
         tmpdisk::DEF,

@@ -72,6 +72,10 @@ struct RandomHandle {
     seed: u32,
 }
 
+/// nbdkit's generator (common/include/random.h): xoshiro256** seeded
+/// with splitmix64 from a 64-bit seed. Not cryptographic; repeatable.
+pub(crate) struct Xoshiro256([u64; 4]);
+
 #[inline]
 fn splitmix(seed: &mut u64) -> u64 {
     *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -81,32 +85,41 @@ fn splitmix(seed: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-#[inline]
-fn xoshiro(s: &mut [u64; 4]) -> u64 {
-    let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-    let t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = s[3].rotate_left(45);
-    result
+impl Xoshiro256 {
+    /// nbdkit's `xsrandom (seed, &state)`.
+    #[inline]
+    pub(crate) fn seeded(mut seed: u64) -> Self {
+        Xoshiro256([
+            splitmix(&mut seed),
+            splitmix(&mut seed),
+            splitmix(&mut seed),
+            splitmix(&mut seed),
+        ])
+    }
+
+    /// nbdkit's `xrandom (&state)`: 64 random bits.
+    #[inline]
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
 }
 
 /// The byte nbdkit's random plugin serves at `offset` for `seed`.
 #[inline]
 pub fn random_byte(seed: u32, offset: u64) -> u8 {
-    let mut x = (seed as u64).wrapping_add(offset);
-    let mut s = [
-        splitmix(&mut x),
-        splitmix(&mut x),
-        splitmix(&mut x),
-        splitmix(&mut x),
-    ];
-    xoshiro(&mut s);
-    xoshiro(&mut s);
-    (xoshiro(&mut s) & 255) as u8
+    let mut s = Xoshiro256::seeded((seed as u64).wrapping_add(offset));
+    s.next_u64();
+    s.next_u64();
+    (s.next_u64() & 255) as u8
 }
 
 impl Backend for RandomHandle {

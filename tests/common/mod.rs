@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 mod live;
+mod twin;
 pub use live::*;
+pub use twin::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

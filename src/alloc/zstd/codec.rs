@@ -2,12 +2,13 @@
 //! level pages are stored at, a cheap test of whether a page is worth
 //! compressing, the two compressed
 //! forms of a page (one zstd frame, or 8 independent 4 KiB sub-frames a
-//! small read decompresses alone), and each thread's page buffer, which
+//! small read decompresses alone; either holds its data without the
+//! trailing zeros), and each thread's page buffer, which
 //! remembers the last page it decompressed (a hot-page cache of one page per
 //! thread: sequential small reads decompress a page once).
 //! Must not import anything outside `alloc`.
 
-use super::super::table::{is_zero, PAGE};
+use super::super::table::PAGE;
 use super::super::{AllocError, Result};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -99,9 +100,26 @@ pub fn refill(old: Box<[u8]>, new: &[u8]) -> Box<[u8]> {
     v.into_boxed_slice()
 }
 
-/// `src` as one zstd frame at LEVEL.
+/// Length of `buf` without its trailing zero bytes.
+pub fn data_len(buf: &[u8]) -> usize {
+    let mut end = buf.len();
+    while end >= 8 {
+        let w = u64::from_ne_bytes(buf[end - 8..end].try_into().unwrap_or([1; 8]));
+        if w != 0 {
+            break;
+        }
+        end -= 8;
+    }
+    while end > 0 && buf[end - 1] == 0 {
+        end -= 1;
+    }
+    end
+}
+
+/// `src` as one zstd frame at LEVEL, without its trailing zeros (the frame
+/// says how many bytes it holds; `decompress` zero-fills the rest).
 pub fn compress(src: &[u8]) -> Result<Box<[u8]>> {
-    compress_with(src, |c| Box::from(c))
+    compress_with(&src[..data_len(src)], |c| Box::from(c))
 }
 
 /// Bytes of a 32 KiB page compressing must promise to save before it is
@@ -167,13 +185,17 @@ pub fn worth_compressing(page: &[u8; PAGE], known: u8) -> bool {
 }
 
 /// `page` as 8 independent sub-frames: an all-zero sub-block takes no
-/// bytes, one zstd cannot shrink is kept as it is.
+/// bytes, one zstd cannot shrink is kept as it is, and a frame holds its
+/// sub-block without the trailing zeros (as `compress`: reading it
+/// decompresses the data and zero-fills the rest, instead of having zstd
+/// expand a run of zeros a few bytes at a time).
 pub fn split(page: &[u8; PAGE]) -> Result<Box<[u8]>> {
     let mut v = Vec::with_capacity(PAGE / 2);
     v.resize(INDEX, 0);
     for (i, sub) in page.chunks(SUB).enumerate() {
-        if !is_zero(sub) {
-            compress_with(sub, |c| {
+        let n = data_len(sub);
+        if n > 0 {
+            compress_with(&sub[..n], |c| {
                 if c.len() < SUB {
                     v.extend_from_slice(c)
                 } else {
@@ -187,7 +209,8 @@ pub fn split(page: &[u8; PAGE]) -> Result<Box<[u8]>> {
     Ok(v.into_boxed_slice())
 }
 
-fn sub_range(data: &[u8], i: usize) -> Result<&[u8]> {
+/// The bytes of sub-frame `i` of a split page.
+pub fn sub_range(data: &[u8], i: usize) -> Result<&[u8]> {
     let end = |k: usize| -> usize {
         data.get(2 * k..2 * k + 2)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
@@ -229,7 +252,8 @@ pub fn read_split(data: &[u8], inpg: usize, out: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// Decompress one frame into exactly `dst.len()` bytes.
+/// Decompress one frame into `dst`: the frame's bytes, then zeros up to
+/// `dst.len()` (frames hold their data without its trailing zeros).
 pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<()> {
     DCTX.with(|d| {
         let mut d = d.borrow_mut();
@@ -240,7 +264,10 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<()> {
             .as_mut()
             .ok_or_else(|| AllocError::NoMem("zstd: no context".into()))?;
         match dd.decompress_to_buffer(src, dst) {
-            Ok(n) if n == dst.len() => Ok(()),
+            Ok(n) if n <= dst.len() => {
+                dst[n..].fill(0);
+                Ok(())
+            }
             Ok(n) => Err(corrupt(format_args!("{n} bytes instead of {}", dst.len()))),
             Err(e) => Err(corrupt(e)),
         }

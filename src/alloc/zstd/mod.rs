@@ -11,7 +11,7 @@
 //! a moment a background thread (`compact.rs`) compresses the cache, tries
 //! kept-as-is pages again and re-packs pages as 4 KiB sub-frames where
 //! that costs at most 1% (`codec.rs`), so small reads decompress 4 KiB
-//! instead of 32.
+//! instead of 32. Frames leave out trailing zeros (a read zero-fills them).
 //! Must not import anything outside `alloc`.
 
 mod codec;

@@ -495,6 +495,60 @@ for i in range(12):
 }
 
 #[test]
+fn many_small_requests_in_one_send_each_get_their_reply() {
+    // Hundreds of small requests of every kind arrive in one send, so a
+    // worker takes many at a time and writes their replies together:
+    // each must still get exactly its own reply (data, error, block
+    // status), writes with FUA must land, and simple replies too.
+    let s = Server::start(&["memory", "4M"]);
+    raw(
+        &s,
+        r#"
+pat = bytes(range(256)) * 1024
+for structured in (True, False):
+    c = C(); c.last(8) if structured else None; c.go()
+    c.req(1, 0, len(pat), 1, data=pat)
+    if structured: assert types(c.chunks()) == [0]
+    else: assert c.simple()[1] == 0
+    h = lambda t, f, ck, o, n: struct.pack(">IHHQQI", 0x25609513, f, t, ck, o, n)
+    out, want = [], {}
+    for i in range(400):
+        ck, k, o = 10000 + i, i % 8, (i * 1000) % (255 << 10)
+        if k == 0: out.append(h(0, 0, ck, o, 777)); want[ck] = ("data", pat[o:o + 777])
+        elif k == 1:
+            out.append(h(1, 1, ck, (1 << 20) + i * 512, 512) + bytes([i % 251 + 1]) * 512); want[ck] = ("ok",)
+        elif k == 2: out.append(h(3, 0, ck, 0, 0)); want[ck] = ("ok",)
+        elif k == 3: out.append(h(6, 0, ck, (2 << 20) + i * 512, 512)); want[ck] = ("ok",)
+        elif k == 4: out.append(h(4, 0, ck, (3 << 20) + i * 512, 512)); want[ck] = ("ok",)
+        elif k == 5: out.append(h(0, 0, ck, (4 << 20) - 100, 200)); want[ck] = ("err", 22)
+        elif k == 6: out.append(h(99, 0, ck, 0, 0)); want[ck] = ("err", 22)
+        else: out.append(h(0, 0, ck, o + 1, 4096)); want[ck] = ("data", pat[o + 1:o + 4097])
+    c.s.sendall(b"".join(out))
+    got = {}
+    for _ in range(len(want)):
+        if structured:
+            cs = c.chunks(); ck = cs[0]["cookie"]
+            assert all(x["cookie"] == ck for x in cs), cs
+            if errs(cs): r = ("err", errs(cs)[0])
+            elif types(cs) == [0]: r = ("ok",)
+            else:
+                assert types(cs) == [1] and struct.unpack(">Q", cs[0]["data"][:8])[0] is not None, cs
+                r = ("data", cs[0]["data"][8:])
+        else:
+            m, e, ck = struct.unpack(">IIQ", c.rx(16)); assert m == 0x67446698
+            r = ("err", e) if e else (("data", c.rx(len(want[ck][1]))) if want[ck][0] == "data" else ("ok",))
+        assert ck not in got, ("answered twice", ck)
+        got[ck] = r
+    assert got == want, [(k, got.get(k), v) for k, v in want.items() if got.get(k) != v][:3]
+    for i in range(1, 400, 8):
+        c.req(0, (1 << 20) + i * 512, 512, 1, flags=4 if structured else 0)
+        d = c.chunks()[0]["data"][8:] if structured else c.simple(512)[2]
+        assert d == bytes([i % 251 + 1]) * 512, i
+"#,
+    );
+}
+
+#[test]
 fn disc_drains_even_without_reading_replies() {
     // The client never reads: replies pile up in the socket while writes
     // complete; after DISC and EOF everything is on the export.

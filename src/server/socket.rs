@@ -35,7 +35,11 @@ impl Socket {
 
     /// One `recv` into `dst`; `all` waits for all of it (MSG_WAITALL).
     pub fn recv(&self, dst: &mut [MaybeUninit<u8>], all: bool) -> io::Result<usize> {
-        let flags = if all { libc::MSG_WAITALL } else { 0 };
+        self.recv_flags(dst, if all { libc::MSG_WAITALL } else { 0 })
+    }
+
+    /// One `recv` with these flags (retried when interrupted).
+    pub fn recv_flags(&self, dst: &mut [MaybeUninit<u8>], flags: libc::c_int) -> io::Result<usize> {
         loop {
             // SAFETY: recv writes at most dst.len() bytes into dst.
             let n = unsafe { libc::recv(self.fd(), dst.as_mut_ptr().cast(), dst.len(), flags) };

@@ -37,13 +37,22 @@ const TLS_HELP_MIN: u64 = 0;
 
 /// Coalesce replies up to this many bytes while requests are buffered.
 const BATCH: usize = 256 * 1024;
-/// Most requests one worker takes from the buffer at a time: a few, so
-/// replies are coalesced but the other worker still gets work (measured
-/// at 4 KiB QD16: 4 beats 1, 2, 8 and 32).
+/// Most requests one worker takes from the buffer at a time while a
+/// second worker runs: a few, so replies are coalesced but the other
+/// worker still gets work (measured at 4 KiB QD16: 4 beats 1, 2, 8 and 32).
 const TAKE_MAX: usize = 4;
+/// Most requests a worker takes at a time when it is alone: all that are
+/// buffered (up to [`BATCH`] bytes of replies), so their replies go out
+/// in one write and the client wakes once for them.
+const TAKE_ALONE: usize = 64;
 /// Reads and writes at least this long end a batch (a read's data goes
 /// out on its own; a write's payload is not held while others wait).
 const BIG: u64 = 64 * 1024;
+
+/// How long a lone worker polls before sleeping in a read (measured at
+/// 4 KiB randread QD16, one connection, 2 cores otherwise idle: 3 µs gives
+/// 1.19x the throughput at 14% less CPU per request; 10 µs no better).
+const SPIN: std::time::Duration = std::time::Duration::from_micros(3);
 
 /// How many workers serve one connection.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -290,15 +299,20 @@ impl<'env> Conn<'env> {
     fn take_locked(&self, out: &mut Vec<Taken>) -> io::Result<bool> {
         let mut rd = self.rd.lock();
         let ext = self.ci.mode == ReplyMode::Extended;
-        let max = if matches!(self.mode, Mode::Pool(_)) {
-            1
-        } else {
-            TAKE_MAX
+        let max = match self.mode {
+            Mode::Pool(_) => 1,
+            _ if self.helping.load(SeqCst) => TAKE_MAX,
+            _ => TAKE_ALONE,
         };
-        while out.len() < max && !rd.end {
+        // Bytes of read replies taken: the batch stays under BATCH.
+        let mut reply_bytes = 0u64;
+        while out.len() < max && !rd.end && reply_bytes < BATCH as u64 {
             let req = match parse_request(&mut rd.buf, ext) {
                 Ok(Some(req)) => req,
                 Ok(None) if out.is_empty() => {
+                    if self.spin(&mut rd.buf)? {
+                        continue;
+                    }
                     if self.sock.recv_into(&mut rd.buf, BATCH, false)? == 0 {
                         rd.end = true;
                     }
@@ -343,6 +357,9 @@ impl<'env> Conn<'env> {
             let ends = refused.is_none()
                 && (req.typ == CMD_READ || req.typ == CMD_WRITE)
                 && req.length >= BIG;
+            if req.typ == CMD_READ {
+                reply_bytes += req.length;
+            }
             out.push(Taken {
                 req,
                 payload,
@@ -357,6 +374,26 @@ impl<'env> Conn<'env> {
             }
         }
         Ok(!rd.end)
+    }
+
+    /// Before sleeping in a read, poll for a few microseconds while this
+    /// process has a core to spare: a client with requests in flight
+    /// usually sends the next one that soon, and a read that finds it
+    /// saves the sleep, the wake-up and the client's cross-core wake-up
+    /// of this thread. True once bytes came.
+    fn spin(&self, buf: &mut BytesMut) -> io::Result<bool> {
+        if matches!(self.mode, Mode::Pool(_)) || ACTIVE.load(SeqCst) >= cores() {
+            return Ok(false);
+        }
+        let end = std::time::Instant::now() + SPIN;
+        loop {
+            match self.sock.try_recv_into(buf, BATCH)? {
+                Some(0) => return Ok(false), // end of file: the blocking read sees it
+                Some(_) => return Ok(true),
+                None if std::time::Instant::now() >= end => return Ok(false),
+                None => std::hint::spin_loop(),
+            }
+        }
     }
 
     /// The next request's header and payload are all in `buf` (or its

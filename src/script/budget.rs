@@ -4,7 +4,7 @@
 //! when each operation is long (`a.reverse()` on a huge array). Only
 //! `src/script/` may import rhai.
 
-use super::host::RResult;
+use super::raise::RResult;
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -5,7 +5,7 @@
 //! Only `src/script/` may import rhai.
 
 use super::budget::{check_time, past_deadline, time_error};
-use super::host::RResult;
+use super::raise::RResult;
 use super::memory::reserve;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Position, INT};
 use std::any::TypeId;

@@ -6,7 +6,7 @@
 //! `first_difference`, so no script needs a per-byte loop. Only
 //! `src/script/` may import rhai.
 
-use super::host::{raise, RResult};
+use super::raise::{raise, RResult};
 use crate::backend::Errno;
 use rhai::{Array, Blob, Engine, INT};
 

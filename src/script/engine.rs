@@ -53,7 +53,7 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     host::register(&mut e, opts.allow_files);
     super::bulk::register(&mut e, opts.max_array_size);
     super::bytes::register(&mut e);
-    super::filter::register(&mut e);
+    super::next::register(&mut e);
     super::state::register(&mut e);
     super::state::register_props(&mut e, text);
     e

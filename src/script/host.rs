@@ -6,61 +6,9 @@
 use crate::alloc::{AllocSpec, Allocator};
 use crate::backend::{extent_type, flags, BackendError, Errno, Extents};
 use crate::storage::alloc_error;
+use super::raise::{raise, raise_backend, raise_map, thrown_errno, RResult};
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, Module, Position, INT};
 use std::sync::Arc;
-
-pub type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// Raise an NBD error inside a script: a catchable value
-/// `#{ errno: "ENOSPC", message: "..." }` that becomes that errno if it
-/// reaches the host.
-pub fn raise(errno: Errno, message: impl Into<String>) -> Box<EvalAltResult> {
-    raise_map(errno, message.into(), true)
-}
-
-/// The error map; `host` marks a host function refusing what the script
-/// asked (a script mistake, logged at the default level) as opposed to
-/// `nbd_error` or an error passed up from the layer below (quiet).
-fn raise_map(errno: Errno, message: String, host: bool) -> Box<EvalAltResult> {
-    let mut m = Map::new();
-    if host {
-        m.insert("host".into(), Dynamic::TRUE);
-    }
-    m.insert("errno".into(), Dynamic::from(errno.name().to_string()));
-    m.insert("message".into(), Dynamic::from(message));
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from_map(m),
-        Position::NONE,
-    ))
-}
-
-/// A script going over one of its limits (nesting, memory): like `raise`,
-/// but logged as a problem (warning), not as an error the script chose.
-pub fn raise_limit(errno: Errno, message: impl Into<String>) -> Box<EvalAltResult> {
-    let mut m = Map::new();
-    m.insert("errno".into(), Dynamic::from(errno.name().to_string()));
-    m.insert("message".into(), Dynamic::from(message.into()));
-    m.insert("limit".into(), Dynamic::TRUE);
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from_map(m),
-        Position::NONE,
-    ))
-}
-
-/// A backend error as a catchable script error carrying the errno.
-pub fn raise_backend(e: BackendError) -> Box<EvalAltResult> {
-    raise_map(e.errno, e.message, false)
-}
-
-/// A script's thrown value, if it is an NBD error map.
-fn thrown_errno(v: &Dynamic) -> Option<(Errno, String, bool)> {
-    let m = v.read_lock::<Map>()?;
-    let errno = m.get("errno")?.clone().into_string().ok()?;
-    let errno = Errno::from_name(&errno)?;
-    let msg = m.get("message").map(|x| x.to_string()).unwrap_or_default();
-    let limit = m.get("limit").is_some_and(|x| x.as_bool() == Ok(true));
-    Some((errno, msg, limit || m.contains_key("host")))
-}
 
 /// Map a script error onto the client's errno, with `file:line:col` and the
 /// message for the log. Anything but `nbd_error` (or a thrown

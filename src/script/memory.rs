@@ -7,7 +7,7 @@
 //! operation stops the call (ENOMEM) and host functions that allocate a
 //! lot check before they do. Only `src/script/` may import rhai.
 
-use super::host::{raise_limit, RResult};
+use super::raise::{raise_limit, RResult};
 use crate::backend::Errno;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

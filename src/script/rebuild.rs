@@ -8,13 +8,11 @@
 //! (it assigns a fresh image, or keeps the old disk). Only `src/script/`
 //! may import rhai.
 
-use super::code::{call_raw, Args, Cb, Code, Host};
+use super::code::{call_raw, Args, Cb, Code};
 use super::memory::Budget;
 use super::ScriptOptions;
-use crate::backend::ThreadModel;
 use crate::params::ConfigError;
 use rhai::Dynamic;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Run `rebuild(state)` at start-up (after `config`), if the script has it.
@@ -25,6 +23,18 @@ pub fn at_start(
     budget: &Budget,
     state: &Dynamic,
 ) -> Result<(), ConfigError> {
+    run(code, name, opts, budget, state).map_err(ConfigError::new)
+}
+
+/// Run `code`'s `rebuild(state)`, if it has one: at start-up, and for a
+/// new version before it is swapped in (`load.rs`).
+pub fn run(
+    code: &Code,
+    name: &str,
+    opts: &ScriptOptions,
+    budget: &Budget,
+    state: &Dynamic,
+) -> Result<(), String> {
     if !code.has(Cb::Rebuild) {
         return Ok(());
     }
@@ -37,37 +47,11 @@ pub fn at_start(
         Cb::Rebuild,
         Args::new([state.clone()]),
     )
-    .map_err(|e| ConfigError::new(format!("{name}: rebuild failed: {}", e.message)))?;
-    log_done(name, t);
-    Ok(())
-}
-
-/// Run the new version's `rebuild(state)`, then swap the version in.
-pub fn then_swap(host: &Host, code: Code) -> Result<(), String> {
-    if code.has(Cb::Rebuild) {
-        let _g = (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
-        let t = Instant::now();
-        let _ = call_raw(
-            &host.opts,
-            &host.budget,
-            &code,
-            &host.name,
-            Cb::Rebuild,
-            Args::new([host.state.clone()]),
-        )
-        .map_err(|e| format!("{}: rebuild failed: {}", host.name, e.message))?;
-        host.code.store(Arc::new(code));
-        log_done(&host.name, t);
-    } else {
-        host.code.store(Arc::new(code));
-    }
-    Ok(())
-}
-
-fn log_done(name: &str, t: Instant) {
+    .map_err(|e| format!("{name}: rebuild failed: {}", e.message))?;
     tracing::info!(
         target: "script",
         "{name}: rebuild done in {:.1} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! file:line:col in the log. Only `src/script/` may import rhai; no tokio
 //! here.
 
-use super::code::Host;
+use super::load::Host;
 use super::engine::Imports;
 use super::ScriptSource;
 use crate::params::ConfigError;

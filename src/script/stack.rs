@@ -2,7 +2,7 @@
 //! worker thread (2 MiB stacks) switches to a big stack of that thread's own
 //! (reserved once per thread, pages taken only as they are touched), so
 //! recursion inside rhai and in deep values (clone, drop, size checks) fits
-//! under the depth limits of `depth.rs`. Nested calls (a filter reaching a
+//! under the depth limits of `state.rs`. Nested calls (a filter reaching a
 //! script below it) stay on the stack they are on. Only `src/script/` uses it.
 
 use std::any::Any;

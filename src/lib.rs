@@ -53,7 +53,7 @@ mod api;
 
 pub use api::{
     extent_type, flags, Behaviour, BlockSize, CacheMode, Capabilities, Errno, Error, Extent,
-    Filter, FuaMode, Next, Plugin, Result, Server,
+    Filter, FuaMode, Next, Plugin, Result, Running, Server,
 };
 
 /// Parse a size as nbdkit does: a decimal number with an optional suffix

@@ -172,11 +172,14 @@ fn real_main(config: Config, daemon: Option<daemon::Daemon>) -> anyhow::Result<E
     };
     let mut daemon = daemon;
     let code = launch
-        .run(|| {
-            if let Some(d) = daemon.as_mut() {
-                d.ready();
-            }
-        })
+        .run(
+            |_uri| {
+                if let Some(d) = daemon.as_mut() {
+                    d.ready();
+                }
+            },
+            std::future::pending(),
+        )
         .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::from(code))
 }

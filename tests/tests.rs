@@ -12,6 +12,7 @@ mod dropin;
 mod examples;
 mod file;
 mod filters;
+mod library;
 mod network;
 mod protocol;
 mod remote;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// A CA and a server certificate for `localhost` in `dir` (nbdkit's
 /// names), plus the CA's key, so a client certificate can be signed.
-fn make_x509(dir: &Path) {
+pub(crate) fn make_x509(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let d = dir.display();
     let script = format!(
@@ -34,7 +34,7 @@ openssl x509 -req -in client.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateseri
 }
 
 /// A psktool key file for `user` in `dir/keys.psk`.
-fn make_psk(dir: &Path, user: &str) -> PathBuf {
+pub(crate) fn make_psk(dir: &Path, user: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let f = dir.join("keys.psk");
     run_ok("psktool", &["-u", user, "-p", f.to_str().unwrap()]);

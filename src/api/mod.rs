@@ -16,7 +16,7 @@ pub use crate::backend::{
     extent_type, flags, BackendError as Error, BlockSize, CacheMode, Extent, FuaMode,
 };
 pub use crate::protocol::Errno;
-pub use builder::Server;
+pub use builder::{Running, Server};
 pub use next::Next;
 
 /// The result of every call: an NBD error ([`Error`]) on failure.

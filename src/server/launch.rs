@@ -9,6 +9,7 @@ use super::signals;
 use super::socket_dir::SocketDir;
 use super::uri::{uri, Address};
 use super::{Listener, ServerConfig, Shared, TlsConfig, TlsMode};
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,32 +105,45 @@ fn load_tls(spec: &TlsSpec) -> Result<Option<Arc<TlsConfig>>, String> {
 impl Launch {
     /// Build a tokio runtime (`threads` blocking workers) and
     /// [`Launch::serve`] on it.
-    pub fn run(self, ready: impl FnOnce()) -> Result<u8, String> {
-        run(self, ready)
+    pub fn run(
+        self,
+        ready: impl FnOnce(&str),
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<u8, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .max_blocking_threads(self.config.threads.max(1))
+            .build()
+            .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+        rt.block_on(serve(self, ready, shutdown))
     }
 
     /// Serve (see [`serve`]) on the caller's tokio runtime.
-    pub async fn serve(self, ready: impl FnOnce()) -> Result<u8, String> {
-        serve(self, ready).await
+    pub async fn serve(
+        self,
+        ready: impl FnOnce(&str),
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<u8, String> {
+        serve(self, ready, shutdown).await
     }
 }
 
-fn run(launch: Launch, ready: impl FnOnce()) -> Result<u8, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(launch.config.threads.max(1))
-        .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    rt.block_on(serve(launch, ready))
-}
-
-/// Serve until shutdown (a signal, the `-s` client leaving) or, in captive
-/// mode, until the command ends. `ready` is called once the listener
-/// accepts connections and the pidfile and URI are written. Returns the
-/// exit status: 0, or the captive command's.
-async fn serve(mut launch: Launch, ready: impl FnOnce()) -> Result<u8, String> {
+/// Serve until shutdown (a signal, `shutdown` completing, the `-s` client
+/// leaving) or, in captive mode, until the command ends. `ready` is called
+/// with the URI once the listener accepts connections and the pidfile and
+/// URI are written. Returns the exit status: 0, or the captive command's.
+async fn serve(
+    mut launch: Launch,
+    ready: impl FnOnce(&str),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<u8, String> {
     let tls = load_tls(&launch.tls)?;
     let (tx, rx) = watch::channel(false);
+    let stop = tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     let mut _dir = None;
     let mut sock_path = None;
     let listener = match &launch.listen {
@@ -182,7 +196,7 @@ async fn serve(mut launch: Launch, ready: impl FnOnce()) -> Result<u8, String> {
         let _ = writeln!(o, "{the_uri}");
         let _ = o.flush();
     }
-    ready();
+    ready(&the_uri);
     launch.config.tls = tls;
     let export_name = launch.config.export_name.clone();
     let shared = Arc::new(Shared {

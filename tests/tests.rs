@@ -14,6 +14,7 @@ mod file;
 mod filters;
 mod library;
 mod network;
+mod partitioning;
 mod protocol;
 mod remote;
 mod s3;

@@ -7,6 +7,7 @@ pub mod full;
 pub mod http;
 pub mod memory;
 pub mod null;
+pub mod partitioning;
 pub mod pattern;
 pub mod random;
 pub mod sparse_random;
@@ -50,6 +51,7 @@ pub fn builtin() -> &'static [PluginDef] {
         zero::DEF,
         full::DEF,
         random::DEF,
+        partitioning::DEF,
         sparse_random::DEF,
         http::DEF,
         s3::DEF,

@@ -1,6 +1,5 @@
 //! The command line: clap flags → a validated `Config` (the stack of
-//! plugin and filters, where to listen, what to run). anyhow is used only
-//! here and in main.rs.
+//! plugin and filters, where to listen, what to run).
 
 use crate::backend::{Filter, Plugin, Stack};
 use crate::params::{ConfigError, Params};
@@ -140,12 +139,10 @@ pub use crate::server::{ListenSpec, TlsSpec};
 // What the binary needs from the crate besides the command line.
 pub use crate::backend::budget;
 pub use crate::hexdump::print_export;
-pub use crate::server::{Launch, ServerConfig};
 
 /// The validated configuration.
 pub struct Config {
     pub stack: Stack,
-    pub plugin_name: String,
     pub listen: ListenSpec,
     pub readonly: bool,
     pub export_name: String,
@@ -153,11 +150,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     pub print_uri: bool,
     pub threads: usize,
-    pub verbose: bool,
-    pub dump_plugin: bool,
     pub hexdump: Option<(u64, Option<u64>)>,
     pub extended_headers: bool,
-    pub dump: Vec<(String, String)>,
     pub tls: TlsSpec,
     pub handshake_timeout: std::time::Duration,
     pub max_connections: usize,
@@ -553,19 +547,16 @@ impl Args {
         // Filters take their own keys; the plugin gets the rest.
         let mut filters_out: Vec<Arc<dyn Filter>> = Vec::new();
         let mut rest = all.clone();
-        let mut dump = Vec::new();
         for f in &self.filters {
             if let Some(def) = filters::find(f) {
                 let (mine, others) = rest.split(&def.keys());
                 rest = others;
                 filters_out.push((def.make)(&mine)?);
-                dump.push(("filter".to_string(), def.name.to_string()));
             } else if is_script(f) || crate::script::is_stdlib_filter(f) {
                 let (flt, keys) = crate::script::load_filter(f, &all, &sf)?;
                 let (_, others) = rest.split(&keys.iter().map(|s| s.as_str()).collect::<Vec<_>>());
                 rest = others;
                 filters_out.push(flt);
-                dump.push(("filter".to_string(), f.clone()));
             } else {
                 return Err(ConfigError::new(format!(
                     "unknown filter {f:?}: see `nbdscript --help` for the built-in filters, or give a path to a .rhai file"
@@ -581,7 +572,6 @@ impl Args {
                 "unknown plugin {plugin_name:?}: see `nbdscript --help` for the built-in plugins, or give a path to a .rhai script"
             )));
         };
-        dump.extend(plugin.dump());
         let stack = Stack::with_filters(plugin, filters_out);
 
         let listen = if self.single {
@@ -651,7 +641,6 @@ impl Args {
             keepalive: self.keepalive,
             handshake_flags: self.handshake_mask()?,
             stack,
-            plugin_name: plugin_name.clone(),
             listen,
             readonly: self.readonly,
             export_name: self.exportname.clone().unwrap_or_default(),
@@ -659,11 +648,8 @@ impl Args {
             pidfile: self.pidfile.clone(),
             print_uri: self.print_uri,
             threads,
-            verbose: self.verbose,
-            dump_plugin: self.dump_plugin,
             hexdump: self.hexdump.as_deref().map(parse_hexdump).transpose()?,
             extended_headers: !self.no_extended_headers,
-            dump,
         })
     }
 }

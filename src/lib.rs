@@ -88,6 +88,14 @@ internal!(
     alloc, backend, datastr, filters, hexdump, params, plugins, protocol, script, server, storage
 );
 
-/// The `nbdscript` command line, for the binary (not a stable API).
+mod cli;
+mod daemon;
+mod program;
+
+/// The `nbdscript` program on this process's arguments, for the binary's
+/// `main` (not a stable API): parse, fork unless told otherwise, serve;
+/// returns the exit status.
 #[doc(hidden)]
-pub mod cli;
+pub fn run_cli() -> std::process::ExitCode {
+    program::main()
+}

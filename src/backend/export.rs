@@ -17,6 +17,8 @@ pub struct ExportInfo {
     pub readonly: bool,
     pub can_flush: bool,
     pub can_trim: bool,
+    /// WRITE_ZEROES is advertised (writable, and no layer hides it).
+    pub send_write_zeroes: bool,
     /// The layer zeroes natively (otherwise WRITE_ZEROES is emulated).
     pub can_zero: bool,
     pub can_fast_zero: bool,
@@ -76,14 +78,16 @@ impl Export {
             )));
         }
         let readonly = readonly || !top.can_write()?;
-        let can_zero_native = !readonly && top.can_zero()?;
+        let send_write_zeroes = !readonly && top.advertise_zero()?;
+        let can_zero_native = send_write_zeroes && top.can_zero()?;
         let info = ExportInfo {
             size,
             readonly,
             can_flush: top.can_flush()?,
             can_trim: !readonly && top.can_trim()?,
+            send_write_zeroes,
             can_zero: can_zero_native,
-            can_fast_zero: !readonly && top.can_fast_zero()?,
+            can_fast_zero: send_write_zeroes && top.can_fast_zero()?,
             can_extents: top.can_extents()?,
             fua: if readonly {
                 FuaMode::None
@@ -225,6 +229,12 @@ impl Export {
         fast: bool,
     ) -> Result<()> {
         self.writable("write zeroes")?;
+        if !self.info.send_write_zeroes {
+            return Err(BackendError::new(
+                Errno::Inval,
+                "write zeroes was not advertised (nozero filter)",
+            ));
+        }
         check_range(self.info.size, count, offset, Errno::NoSpc, "write zeroes")?;
         if fast && !self.info.can_fast_zero {
             return Err(BackendError::new(

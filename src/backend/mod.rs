@@ -46,9 +46,57 @@ pub mod shutdown {
         *STATE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sleep for `d`, or until shutdown begins: false when interrupted.
+    type Hook = Box<dyn Fn() + Send + Sync>;
+    static REQUESTED: Mutex<bool> = Mutex::new(false);
+    static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+    /// A layer asks the server to shut down gracefully (nbdkit's
+    /// `nbdkit_shutdown`): stop accepting, let connections end, exit 0.
+    /// Every server of the process registered with [`on_request`] hears
+    /// it, including ones registered later.
+    pub fn request() {
+        *REQUESTED.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        for h in HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            h();
+        }
+    }
+
+    /// The server's side of [`request`]: `hook` runs on the requesting
+    /// thread (at once if a request came before).
+    pub fn on_request(hook: impl Fn() + Send + Sync + 'static) {
+        if *REQUESTED.lock().unwrap_or_else(|e| e.into_inner()) {
+            hook();
+        }
+        HOOKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
+    }
+
+    /// How to tell that this thread's client has hung up.
+    pub type ClientProbe = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+    thread_local! {
+        static CLIENT: std::cell::RefCell<Option<ClientProbe>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// The server tells the layers, on a thread that runs a connection's
+    /// requests, how to check that its client is still there (None when
+    /// the thread stops serving it), so that a [`sleep`] ends when the
+    /// client hangs up, as nbdkit's `nbdkit_nanosleep`.
+    pub fn set_client_probe(p: Option<ClientProbe>) {
+        CLIENT.with(|c| *c.borrow_mut() = p);
+    }
+
+    /// How often a [`sleep`] checks whether its client hung up.
+    const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+    /// Sleep for `d`, or until shutdown begins or this thread's client
+    /// hangs up: false when interrupted.
     pub fn sleep(d: Duration) -> bool {
         let end = Instant::now() + d;
+        let probe = CLIENT.with(|c| c.borrow().clone());
         let mut down = STATE.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if *down {
@@ -58,8 +106,15 @@ pub mod shutdown {
             if now >= end {
                 return true;
             }
+            let mut wait = end - now;
+            if let Some(p) = &probe {
+                if p() {
+                    return false;
+                }
+                wait = wait.min(PROBE_EVERY);
+            }
             down = WAKE
-                .wait_timeout(down, end - now)
+                .wait_timeout(down, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -148,11 +203,49 @@ pub trait Plugin: Send + Sync + 'static {
     }
 }
 
+/// Who is at the other end of a connection, as a filter's `preconnect`
+/// sees it (nbdkit's `nbdkit_peer_name` and `nbdkit_peer_pid/uid/gid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client (IPv4-mapped IPv6 addresses given as IPv4).
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket client (`-U`, or `-s` over a socketpair), with its
+    /// credentials (SO_PEERCRED) and security label (SO_PEERSEC) when the
+    /// kernel gives them.
+    Unix {
+        pid: Option<i32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        security: Option<String>,
+    },
+    /// Not a socket (`-s` over pipes), or its address is unknown.
+    Unknown,
+}
+
 /// A process-wide filter: wraps the layer below it.
 pub trait Filter: Send + Sync + 'static {
     fn name(&self) -> String;
+    /// A client connected, before the handshake (nbdkit's `preconnect`):
+    /// an error closes the connection at once.
+    fn preconnect(&self, peer: &Peer, readonly: bool) -> Result<()> {
+        let _ = (peer, readonly);
+        Ok(())
+    }
     /// Open a per-connection view over `next` (already opened).
     fn open(&self, next: Arc<dyn Backend>, readonly: bool) -> Result<Arc<dyn Backend>>;
+    /// [`Filter::open`], told the export name the client asked for and
+    /// whether the connection uses TLS (what nbdkit's `open` is given).
+    /// The default calls `open`.
+    fn open_export(
+        &self,
+        next: Arc<dyn Backend>,
+        readonly: bool,
+        export_name: &str,
+        tls: bool,
+    ) -> Result<Arc<dyn Backend>> {
+        let _ = (export_name, tls);
+        self.open(next, readonly)
+    }
     /// `key=value` lines for `--dump-plugin`.
     fn dump(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -323,6 +416,12 @@ pub trait Backend: Send + Sync + 'static {
     /// False means WRITE_ZEROES is emulated with `pwrite`.
     fn can_zero(&self) -> Result<bool> {
         pass!(self, can_zero(), Ok(false))
+    }
+    /// False hides WRITE_ZEROES from clients altogether (nbdkit's
+    /// `NBDKIT_ZERO_NONE`, the nozero filter's default): they write
+    /// zeros themselves. `can_zero` then does not matter.
+    fn advertise_zero(&self) -> Result<bool> {
+        pass!(self, advertise_zero(), Ok(true))
     }
     fn can_fast_zero(&self) -> Result<bool> {
         pass!(self, can_fast_zero(), Ok(false))

@@ -1,7 +1,7 @@
 //! `Stack`: a plugin and its filters, opened as one chain per connection.
 //! Must not import tokio or rhai.
 
-use super::{Backend, Export, Filter, Plugin, Result};
+use super::{Backend, Export, Filter, Peer, Plugin, Result};
 use std::sync::Arc;
 
 /// The plugin plus the filters stacked over it. `filters[0]` is the first
@@ -24,12 +24,30 @@ impl Stack {
         Stack { plugin, filters }
     }
 
+    /// A client connected: every filter's `preconnect`, outermost first;
+    /// the first error refuses the connection.
+    pub fn preconnect(&self, peer: &Peer, readonly: bool) -> Result<()> {
+        self.filters
+            .iter()
+            .try_for_each(|f| f.preconnect(peer, readonly))
+    }
+
     /// Open the chain bottom-up: the plugin, then each filter from the
     /// innermost to the outermost. Returns the outermost layer.
     pub fn open_chain(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Backend>> {
+        self.open_chain_tls(readonly, export_name, false)
+    }
+
+    /// [`Stack::open_chain`] for a connection that uses TLS or not.
+    pub fn open_chain_tls(
+        &self,
+        readonly: bool,
+        export_name: &str,
+        tls: bool,
+    ) -> Result<Arc<dyn Backend>> {
         let mut layer = self.plugin.open(readonly, export_name)?;
         for f in self.filters.iter().rev() {
-            match f.open(layer.clone(), readonly) {
+            match f.open_export(layer.clone(), readonly, export_name, tls) {
                 Ok(l) => layer = l,
                 Err(e) => {
                     layer.close();
@@ -42,7 +60,12 @@ impl Stack {
 
     /// Open the chain and negotiate: the server's view of one connection.
     pub fn open(&self, readonly: bool, export_name: &str) -> Result<Export> {
-        let top = self.open_chain(readonly, export_name)?;
+        self.open_tls(readonly, export_name, false)
+    }
+
+    /// [`Stack::open`] for a connection that uses TLS or not.
+    pub fn open_tls(&self, readonly: bool, export_name: &str, tls: bool) -> Result<Export> {
+        let top = self.open_chain_tls(readonly, export_name, tls)?;
         match Export::negotiate(top.clone(), readonly) {
             Ok(e) => Ok(e),
             Err(e) => {

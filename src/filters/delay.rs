@@ -87,14 +87,15 @@ pub struct DelayFilter {
 }
 
 /// Sleep before a request; cut short (ESHUTDOWN) when the server shuts
-/// down, so SIGINT never waits out a long delay.
+/// down or the client hangs up, so neither SIGINT nor a dead client
+/// waits out a long delay.
 fn sleep(d: Duration) -> Result<()> {
     if d.is_zero() || crate::backend::shutdown::sleep(d) {
         return Ok(());
     }
     Err(BackendError::new(
         Errno::Shutdown,
-        "delay: the server is shutting down",
+        "delay: interrupted: the server is shutting down or the client hung up",
     ))
 }
 

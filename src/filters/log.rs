@@ -2,7 +2,8 @@
 //! in nbdkit-log-filter's format:
 //! `2020-08-06 02:07:23.080907 connection=1 Read id=1 offset=0x0 count=0x200 ...`
 //! then `... connection=1 ...Read id=1 return=0` (or `return=-1 error=EIO`).
-//! Connect lines omit `export=` and `tls=` (a filter is not told them).
+//! Connect lines give the export name (quoted as nbdkit's `shell_quote`)
+//! and `tls=0|1`.
 //! Parameters: `logfile=PATH`, `logappend=true|false` (default false:
 //! truncate), `logscript=SCRIPT` (run by bash for every line, with `$act`,
 //! `$type` ENTER/LEAVE/PRINT, `$connection`, `$id` and the line's
@@ -163,6 +164,26 @@ pub struct LogFilter {
     log: Arc<Log>,
 }
 
+/// A value as nbdkit's `shell_quote` writes it: as is when made only of
+/// `[A-Za-z0-9.-_=,:/]` (and not empty), else in double quotes with
+/// `$`, `` ` ``, `\` and `"` escaped.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || ".-_=,:/".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        return s.to_string();
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if matches!(c, '$' | '`' | '\\' | '"') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
 fn b(x: bool) -> u8 {
     x as u8
 }
@@ -172,6 +193,15 @@ impl Filter for LogFilter {
         "log".into()
     }
     fn open(&self, next: Arc<dyn Backend>, readonly: bool) -> Result<Arc<dyn Backend>> {
+        self.open_export(next, readonly, "", false)
+    }
+    fn open_export(
+        &self,
+        next: Arc<dyn Backend>,
+        readonly: bool,
+        export_name: &str,
+        tls: bool,
+    ) -> Result<Arc<dyn Backend>> {
         let conn = self.log.connections.fetch_add(1, Ordering::Relaxed) + 1;
         self.log.line(
             None,
@@ -197,15 +227,25 @@ impl Filter for LogFilter {
             CacheMode::Emulate => 1,
             CacheMode::Native => 2,
         };
+        let zero = if readonly || !next.advertise_zero()? {
+            0
+        } else if next.can_zero()? {
+            2
+        } else {
+            1
+        };
+        let fast_zero = zero != 0 && next.can_fast_zero()?;
         let connect = format!(
-                "size={size:#x} minsize={mn:#x} prefsize={pr:#x} maxsize={mx:#x} write={} flush={} rotational={} trim={} zero={} fua={fua} extents={} cache={cache} fast_zero={}",
+                "export={} tls={} size={size:#x} minsize={mn:#x} prefsize={pr:#x} maxsize={mx:#x} write={} flush={} rotational={} trim={} zero={} fua={fua} extents={} cache={cache} fast_zero={}",
+                shell_quote(export_name),
+                b(tls),
                 b(!readonly && next.can_write()?),
                 b(next.can_flush()?),
                 b(next.is_rotational()?),
                 b(next.can_trim()?),
-                if next.can_zero()? { 2 } else { 1 },
+                zero,
                 b(next.can_extents()?),
-                b(next.can_fast_zero()?),
+                b(fast_zero),
         );
         self.log.line(Some(conn), &format!("Connect {connect}"));
         self.log
@@ -363,6 +403,14 @@ mod tests {
     use crate::filters::offset::tests::{disk, params};
 
     #[test]
+    fn export_names_are_quoted_as_nbdkit() {
+        assert_eq!(shell_quote(""), "\"\"");
+        assert_eq!(shell_quote("ab/c.d-e_f=g,h:i"), "ab/c.d-e_f=g,h:i");
+        assert_eq!(shell_quote("a b$"), "\"a b\\$\"");
+        assert_eq!(shell_quote("q\"`\\"), "\"q\\\"\\`\\\\\"");
+    }
+
+    #[test]
     fn lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -397,7 +445,7 @@ mod tests {
         let l: Vec<&str> = text.lines().filter(|x| !x.contains("Preconnect")).collect();
         assert!(l[0].ends_with(" Ready thread_model=3"), "{}", l[0]);
         assert!(
-            l[1].contains("connection=1 Connect size=0x1000 "),
+            l[1].contains("connection=1 Connect export=\"\" tls=0 size=0x1000 "),
             "{}",
             l[1]
         );

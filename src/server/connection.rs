@@ -101,6 +101,11 @@ fn run(
     state: &ConnState,
     phase: &watch::Sender<Phase>,
 ) {
+    let peer = super::peer::of(&t);
+    if let Err(e) = shared.config.stack.preconnect(&peer, shared.config.readonly) {
+        warn!(?peer, "connection refused: {e}");
+        return;
+    }
     let neg = match negotiate(&mut t, shared) {
         Ok(Some(n)) => n,
         Ok(None) => return,

@@ -172,6 +172,11 @@ async fn serve(
     if launch.signals {
         signals::install(tx.clone())?;
     }
+    // A layer's graceful shutdown (the exitwhen filter).
+    let req = tx.clone();
+    crate::backend::shutdown::on_request(move || {
+        let _ = req.send(true);
+    });
     let port = listener.port();
     let address = match (&sock_path, port) {
         (Some(p), _) => Some(Address::Unix(p)),

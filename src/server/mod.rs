@@ -15,6 +15,7 @@ pub(crate) mod inprocess;
 mod launch;
 mod listen;
 mod negotiate;
+mod peer;
 mod redact;
 mod signals;
 mod socket;

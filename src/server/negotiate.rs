@@ -50,7 +50,7 @@ pub fn transmission_flags(export: &Export, mode: ReplyMode) -> u16 {
     if i.can_trim {
         f |= FLAG_SEND_TRIM;
     }
-    if !i.readonly {
+    if i.send_write_zeroes {
         f |= FLAG_SEND_WRITE_ZEROES;
         if i.can_fast_zero {
             f |= FLAG_SEND_FAST_ZERO;
@@ -86,11 +86,11 @@ fn read_payload(t: &Transport, len: u32) -> io::Result<Option<Vec<u8>>> {
 
 /// Open the export on behalf of GO/INFO/EXPORT_NAME (on the connection's
 /// own thread: it may block).
-fn open_export(shared: &Shared, name: &str) -> Result<Export, String> {
+fn open_export(shared: &Shared, name: &str, tls: bool) -> Result<Export, String> {
     shared
         .config
         .stack
-        .open(shared.config.readonly, name)
+        .open_tls(shared.config.readonly, name, tls)
         .map_err(|e| super::redact::for_client(&e.to_string()))
 }
 
@@ -170,7 +170,7 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                     return Ok(None);
                 }
                 let name = String::from_utf8_lossy(&p).into_owned();
-                let export = match open_export(shared, &name) {
+                let export = match open_export(shared, &name, t.is_tls()) {
                     Ok(e) => e,
                     Err(msg) => {
                         warn!("EXPORT_NAME {name:?}: {msg}; closing");
@@ -182,7 +182,10 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                 }
                 let flags = transmission_flags(&export, mode);
                 hs::export_name_reply(&mut out, export.size(), flags, no_zeroes);
-                t.write_all(&out)?;
+                if let Err(e) = t.write_all(&out) {
+                    export.close(); // every open is closed (noparallel, log)
+                    return Err(e);
+                }
                 return Ok(Some(Negotiated {
                     export,
                     mode,
@@ -221,7 +224,7 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                         continue;
                     }
                 };
-                let export = match open_export(shared, &go.name) {
+                let export = match open_export(shared, &go.name, t.is_tls()) {
                     Ok(e) => e,
                     Err(msg) => {
                         warn!("cannot open export {:?}: {msg}", go.name);
@@ -257,7 +260,10 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                     }
                 }
                 hs::option_reply(&mut out, h.option, REP_ACK, &[]);
-                t.write_all(&out)?;
+                if let Err(e) = t.write_all(&out) {
+                    export.close(); // every open is closed (noparallel, log)
+                    return Err(e);
+                }
                 if h.option == OPT_GO {
                     if meta_export.as_deref() != Some(go.name.as_str()) {
                         base_allocation = false;

@@ -251,6 +251,17 @@ impl<'env> Conn<'env> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         primary: bool,
     ) -> io::Result<()> {
+        crate::backend::shutdown::set_client_probe(client_probe(self.sock));
+        let r = self.serve_requests(scope, primary);
+        crate::backend::shutdown::set_client_probe(None);
+        r
+    }
+
+    fn serve_requests<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        primary: bool,
+    ) -> io::Result<()> {
         let pool = matches!(self.mode, Mode::Pool(_));
         let mut batch = BytesMut::with_capacity(if pool { 4096 } else { BATCH });
         let mut big: Vec<u8> = Vec::new();
@@ -449,6 +460,24 @@ impl<'env> Conn<'env> {
 
 /// Take `n` payload bytes: what is buffered, then the rest in one
 /// waiting `recv` straight into the payload's own buffer.
+/// A check that the client of `sock` has hung up (POLLRDHUP), for layers
+/// that sleep (see `backend::shutdown::sleep`); none for pipes.
+fn client_probe(sock: &Transport) -> Option<crate::backend::shutdown::ClientProbe> {
+    match sock.closer() {
+        super::transport::Closer::Socket(s) => Some(std::sync::Arc::new(move || {
+            let mut p = libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: polls one descriptor we hold open, without waiting.
+            let r = unsafe { libc::poll(&mut p, 1, 0) };
+            r == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+        })),
+        _ => None,
+    }
+}
+
 fn read_payload(sock: &Transport, buf: &mut BytesMut, n: usize) -> io::Result<Vec<u8>> {
     let have = buf.len().min(n);
     let mut v = BytesMut::with_capacity(n);

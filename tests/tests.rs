@@ -25,3 +25,4 @@ mod sparse_random;
 mod stdlib;
 mod tls;
 mod torrent;
+mod zeroes;

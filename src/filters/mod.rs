@@ -7,6 +7,7 @@ pub mod delay;
 pub mod error;
 pub mod fua;
 pub mod log;
+pub mod noextents;
 pub mod offset;
 pub mod partition;
 pub mod readonly;
@@ -50,6 +51,7 @@ pub fn builtin() -> &'static [FilterDef] {
         blocksize::DEF,
         fua::DEF,
         xz::DEF,
+        noextents::DEF,
     ];
     DEFS
 }

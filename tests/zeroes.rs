@@ -42,6 +42,87 @@ fn log_of(prog: &str, args: &[&str], py: &str) -> String {
 }
 
 #[test]
+fn nozero_hides_write_zeroes_as_nbdkit() {
+    let args = ["--filter=log", "--filter=nozero", "memory", "1M"];
+    let py = "print(h.can_zero(), h.can_fast_zero())";
+    let ours = log_of(bin(), &args, py);
+    assert!(
+        ours.contains("connection=1 Connect export=\"\" tls=0 size=0x100000 write=1 flush=1 rotational=0 trim=1 zero=0 fua=2 extents=1 cache=2 fast_zero=0\n"),
+        "{ours}"
+    );
+    assert_eq!(ours, log_of("nbdkit", &args, py));
+    let s = Server::start(&["--filter=nozero", "memory", "1M"]);
+    assert_eq!(
+        s.nbdsh("print(h.can_zero(), h.can_fast_zero())"),
+        "False False\n"
+    );
+}
+
+#[test]
+fn nozero_emulate_writes_and_notrim_drops_the_trim_flag_as_nbdkit() {
+    // emulate: the layer below sees writes of zeros, never a zero.
+    let args = [
+        "--filter=nozero",
+        "--filter=log",
+        "memory",
+        "1M",
+        "zeromode=emulate",
+    ];
+    let py = "h.pwrite(b\"x\" * 65536, 0); h.zero(65536, 0); print(h.pread(2, 0))";
+    let ours = log_of(bin(), &args, py);
+    assert!(!ours.contains(" Zero "), "{ours}");
+    assert!(
+        ours.contains("connection=1 Write id=2 offset=0x0 count=0x10000 fua=0 ..."),
+        "{ours}"
+    );
+    assert_eq!(ours, log_of("nbdkit", &args, py));
+    // notrim: zeroes pass on without may-trim.
+    let args = [
+        "--filter=nozero",
+        "--filter=log",
+        "memory",
+        "1M",
+        "zeromode=notrim",
+    ];
+    let py = "h.zero(4096, 0)";
+    let ours = log_of(bin(), &args, py);
+    assert!(
+        ours.contains("connection=1 Zero id=1 offset=0x0 count=0x1000 trim=0 fua=0 fast=0 ..."),
+        "{ours}"
+    );
+    assert_eq!(ours, log_of("nbdkit", &args, py));
+}
+
+#[test]
+fn nozero_fast_zero_modes() {
+    let py = "try:\n    h.zero(4096, 0, nbd.CMD_FLAG_FAST_ZERO)\n    print(\"zeroed\")\nexcept nbd.Error as e:\n    print(e.errno)";
+    for (mode, want) in [
+        ("fastzeromode=slow", "ENOTSUP\n"),
+        ("fastzeromode=ignore", "zeroed\n"),
+        ("fastzeromode=default", "zeroed\n"),
+    ] {
+        let s = Server::start(&["--filter=nozero", "memory", "1M", "zeromode=plugin", mode]);
+        assert_eq!(s.nbdsh(py), want, "{mode}");
+    }
+    let s = Server::start(&["--filter=nozero", "memory", "1M", "zeromode=emulate"]);
+    assert_eq!(s.nbdsh(py), "ENOTSUP\n");
+    let out = run(
+        bin(),
+        &[
+            "-U",
+            "-",
+            "--filter=nozero",
+            "null",
+            "zeromode=x",
+            "--run",
+            "true",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("nozero: unknown zeromode 'x' (expected none, emulate, notrim or plugin)"));
+}
+
+#[test]
 fn noextents_shows_everything_as_data_as_nbdkit() {
     let map = |prog: &str, filter: bool| {
         let mut a = vec!["-U", "-"];

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fua;
 pub mod log;
 pub mod noextents;
+pub mod nozero;
 pub mod offset;
 pub mod partition;
 pub mod readonly;
@@ -51,6 +52,7 @@ pub fn builtin() -> &'static [FilterDef] {
         blocksize::DEF,
         fua::DEF,
         xz::DEF,
+        nozero::DEF,
         noextents::DEF,
     ];
     DEFS

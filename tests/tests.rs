@@ -4,6 +4,7 @@
 mod alloc;
 mod bounds;
 mod common;
+mod connections;
 mod contain;
 mod core;
 mod curl;

@@ -6,6 +6,7 @@ pub mod cow;
 pub mod delay;
 pub mod error;
 pub mod fua;
+pub mod ip;
 pub mod log;
 pub mod noextents;
 pub mod nozero;
@@ -52,6 +53,7 @@ pub fn builtin() -> &'static [FilterDef] {
         blocksize::DEF,
         fua::DEF,
         xz::DEF,
+        ip::DEF,
         nozero::DEF,
         noextents::DEF,
     ];

@@ -1,0 +1,99 @@
+//! Filters that decide who connects, when, and how many at once (ip,
+//! exitwhen, noparallel), with real clients, against nbdkit where it has
+//! the same filter.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+/// `PROG -U - ARGS --run CMD`: did CMD succeed?
+fn captive_ok(prog: &str, args: &[&str], cmd: &str) -> bool {
+    let mut a = vec!["-U", "-"];
+    a.extend(args);
+    a.extend(["--run", cmd]);
+    run(prog, &a).status.success()
+}
+
+fn id(flag: &str) -> String {
+    run_ok("id", &[flag]).trim().to_string()
+}
+
+#[test]
+fn ip_filter_unix_credentials_as_nbdkit() {
+    let (uid, gid) = (id("-u"), id("-g"));
+    let cases: Vec<(Vec<String>, bool)> = vec![
+        (vec![format!("allow=uid:{uid}"), "deny=all".into()], true),
+        (vec![format!("deny=uid:{uid}")], false),
+        (vec![format!("allow=gid:{gid}"), "deny=all".into()], true),
+        (vec![format!("deny=gid:{gid}")], false),
+        (vec!["deny=anyunix".into()], false),
+        (vec!["allow=anyunix".into(), "deny=all".into()], true),
+        (vec!["deny=anyipv4,anyipv6".into()], true),
+        (vec!["allow=uid:99999".into(), "deny=all".into()], false),
+    ];
+    for (rules, want) in cases {
+        for prog in [bin(), "nbdkit"] {
+            let mut args = vec!["--filter=ip", "null", "size=512"];
+            args.extend(rules.iter().map(String::as_str));
+            let ok = captive_ok(prog, &args, "nbdinfo --size \"$uri\"");
+            assert_eq!(ok, want, "{prog} {rules:?}");
+        }
+    }
+}
+
+#[test]
+fn ip_filter_pid_over_stdin_socketpair() {
+    // nbdsh runs the server with -s on a socketpair: its peer pid is
+    // nbdsh's own.
+    for (rule, want) in [("allow=pid:{pid}", true), ("deny=pid:{pid}", false)] {
+        let py = format!(
+            "import os\n\
+             rule = '{rule}'.replace('{{pid}}', str(os.getpid()))\n\
+             try:\n\
+             \x20   h.connect_command(['{}', '-s', '--filter=ip', 'null', 'size=512', rule, 'deny=all'])\n\
+             \x20   print('size', h.get_size())\n\
+             except nbd.Error as e:\n\
+             \x20   print('refused')\n",
+            bin()
+        );
+        let out = run_ok("nbdsh", &["-c", &py]);
+        let expect = if want { "size 512\n" } else { "refused\n" };
+        assert_eq!(out, expect, "{rule}");
+    }
+}
+
+#[test]
+fn ip_filter_tcp_addresses_and_prefixes() {
+    // The default listener is dual-stack: an IPv4 client is matched as
+    // IPv4, not as an IPv4-mapped IPv6 address.
+    let cases = [
+        ("allow=127.0.0.1 deny=all", true),
+        ("deny=127.0.0.0/8", false),
+        ("deny=128.0.0.0/1", true),
+        ("deny=anyipv4", false),
+        ("deny=anyipv6", true),
+        ("allow=::1 deny=all", false),
+        ("deny=::ffff:127.0.0.1", true),
+    ];
+    for (rules, want) in cases {
+        let mut args = vec!["-p", "0", "--filter=ip", "null", "size=512"];
+        args.extend(rules.split(' '));
+        args.extend(["--run", "nbdinfo --size nbd://127.0.0.1:$port"]);
+        let out = run(bin(), &args);
+        assert_eq!(out.status.success(), want, "{rules}");
+    }
+    let out = run(
+        bin(),
+        &[
+            "-U",
+            "-",
+            "--filter=ip",
+            "null",
+            "allow=1.2.3.4/40",
+            "--run",
+            "true",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("ip: allow=1.2.3.4/40: expected"), "{err}");
+}

@@ -97,3 +97,61 @@ fn ip_filter_tcp_addresses_and_prefixes() {
     assert!(!out.status.success());
     assert!(err.contains("ip: allow=1.2.3.4/40: expected"), "{err}");
 }
+
+#[test]
+fn exitwhen_refuses_new_clients_and_exits_after_the_last() {
+    let d = tempfile::tempdir().unwrap();
+    let ev = d.path().join("stop");
+    let p = format!("exit-when-file-created={}", ev.display());
+    let mut s = Server::start(&["--filter=exitwhen", "memory", "1M", &p]);
+    let mut c = Client::start(
+        &s.uri,
+        "import sys\nfor l in sys.stdin:\n    h.pread(512, 0); print('ok', flush=True)\n",
+    );
+    c.step("read");
+    std::fs::write(&ev, b"").unwrap();
+    // A new client is refused before the handshake.
+    let out = run("nbdinfo", &["--size", &s.uri]);
+    assert!(!out.status.success(), "a new client was let in");
+    // The connected one is served until it leaves.
+    c.step("read");
+    assert_eq!(
+        exits_within(&mut s, 1),
+        None,
+        "exited with a client connected"
+    );
+    drop(c);
+    assert_eq!(exits_within(&mut s, 10), Some(0));
+}
+
+/// Wait (bounded) for the server to exit; its status.
+fn exits_within(s: &mut Server, secs: u64) -> Option<i32> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn exitwhen_polls_while_idle_and_exits_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let flag = d.path().join("flag");
+    let script = format!("test -e {} && exit 88; exit 0", flag.display());
+    let p = format!("exit-when-script={script}");
+    let mut s = Server::start(&["--filter=exitwhen", "memory", "1M", &p, "exit-when-poll=1"]);
+    assert_eq!(run_ok("nbdinfo", &["--size", &s.uri]), "1048576\n");
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(exits_within(&mut s, 5), Some(0), "idle server did not exit");
+    // An event that already holds: nothing is served.
+    let gone = format!("exit-when-file-deleted={}", d.path().join("none").display());
+    let t = Instant::now();
+    for prog in [bin(), "nbdkit"] {
+        let out = run(prog, &["-f", "-U", "-", "--filter=exitwhen", "null", &gone]);
+        assert_eq!(out.status.code(), Some(0), "{prog}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

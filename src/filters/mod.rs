@@ -5,6 +5,7 @@ pub mod blocksize;
 pub mod cow;
 pub mod delay;
 pub mod error;
+pub mod exitwhen;
 pub mod fua;
 pub mod ip;
 pub mod log;
@@ -56,6 +57,7 @@ pub fn builtin() -> &'static [FilterDef] {
         ip::DEF,
         nozero::DEF,
         noextents::DEF,
+        exitwhen::DEF,
     ];
     DEFS
 }

@@ -155,3 +155,72 @@ fn exitwhen_polls_while_idle_and_exits_at_start() {
     }
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn noparallel_connections_one_client_at_a_time() {
+    let s = Server::start(&[
+        "--filter=noparallel",
+        "--filter=delay",
+        "memory",
+        "1M",
+        "serialize=connections",
+        "rdelay=60",
+    ]);
+    let out = s.nbdsh("print(h.can_multi_conn())");
+    assert_eq!(out, "False\n");
+    let mut a = Client::start(
+        &s.uri,
+        "import sys\nfor l in sys.stdin:\n    print('ok', flush=True)\n",
+    );
+    a.step("connected");
+    // A second client waits in its handshake while the first is there.
+    let out = run("timeout", &["2", "nbdinfo", "--size", &s.uri]);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "the second client was not held"
+    );
+    drop(a);
+    assert_eq!(run_ok("nbdinfo", &["--size", &s.uri]), "1048576\n");
+    // A client killed during a 60 s delayed read frees its place at once
+    // (the delay ends when the client hangs up), as nbdkit.
+    let qemu = format!("nbd+unix:///?socket={}", s.sock.display());
+    let out = run(
+        "timeout",
+        &["1", "qemu-io", "-f", "raw", &qemu, "-c", "r 0 512"],
+    );
+    assert_eq!(out.status.code(), Some(124));
+    let t = Instant::now();
+    let out = run(
+        "timeout",
+        &["5", "qemu-io", "-f", "raw", &qemu, "-c", "quit"],
+    );
+    assert!(out.status.success(), "the second client was not let in");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn noparallel_modes_are_checked() {
+    for mode in ["requests", "all-requests", "connections"] {
+        let m = format!("serialize={mode}");
+        let args = ["--filter=noparallel", "memory", "1M", m.as_str()];
+        let s = Server::start(&args);
+        let out = s.nbdsh("h.pwrite(b'x' * 512, 0)\nprint(bytes(h.pread(1, 0)))");
+        assert_eq!(out, "b'x'\n", "{mode}");
+    }
+    let out = run(
+        bin(),
+        &[
+            "-U",
+            "-",
+            "--filter=noparallel",
+            "null",
+            "serialize=x",
+            "--run",
+            "true",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "noparallel: unknown serialize mode 'x' (expected requests, all-requests or connections)"
+    ));
+}

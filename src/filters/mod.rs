@@ -10,6 +10,7 @@ pub mod fua;
 pub mod ip;
 pub mod log;
 pub mod noextents;
+pub mod noparallel;
 pub mod nozero;
 pub mod offset;
 pub mod partition;
@@ -57,6 +58,7 @@ pub fn builtin() -> &'static [FilterDef] {
         ip::DEF,
         nozero::DEF,
         noextents::DEF,
+        noparallel::DEF,
         exitwhen::DEF,
     ];
     DEFS

@@ -137,7 +137,7 @@ pub struct Args {
 pub use crate::server::{ListenSpec, TlsSpec};
 
 // What the binary needs from the crate besides the command line.
-pub use crate::backend::budget;
+pub use crate::backend::{budget, debug as backend_debug};
 pub use crate::hexdump::print_export;
 
 /// The validated configuration.
@@ -295,8 +295,8 @@ fn check_filter_exists(name: &str) -> Result<(), ConfigError> {
     )))
 }
 
-/// `-D NAME.FLAG=N`, checked as nbdkit does; returns `NAME.FLAG`.
-fn debug_flag(arg: &str) -> Result<String, ConfigError> {
+/// `-D NAME.FLAG=N`, checked as nbdkit does; returns `NAME.FLAG` and N.
+fn debug_flag(arg: &str) -> Result<(String, i64), ConfigError> {
     let bad = || {
         ConfigError::new(format!(
             "-D {arg}: a debug flag must have the format NAME.FLAG=N"
@@ -307,8 +307,8 @@ fn debug_flag(arg: &str) -> Result<String, ConfigError> {
     if name.is_empty() || flag.is_empty() || n.is_empty() {
         return Err(bad());
     }
-    crate::params::parse_int(n).map_err(|_| bad())?;
-    Ok(name_flag.to_string())
+    let n = crate::params::parse_int(n).map_err(|_| bad())?;
+    Ok((name_flag.to_string(), n))
 }
 
 /// A layer for `--version`: a script by its path, a built-in by its name.
@@ -374,9 +374,9 @@ impl Args {
         Ok(Params::new(items))
     }
 
-    /// Checks shared by every mode: debug flags (`NAME.FLAG` of each, for
-    /// the warning that it was not used), `--oldstyle`, `--mask-handshake`.
-    pub fn check_flags(&self) -> Result<Vec<String>, ConfigError> {
+    /// Checks shared by every mode: debug flags (`NAME.FLAG` and the value
+    /// of each), `--oldstyle`, `--mask-handshake`.
+    pub fn check_flags(&self) -> Result<Vec<(String, i64)>, ConfigError> {
         if self.oldstyle {
             return Err(ConfigError::new(
                 "--oldstyle: nbdscript speaks only the newstyle protocol",

@@ -56,9 +56,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for d in debug_flags {
-        eprintln!("nbdscript: warning: debug flag -D {d} was not used");
+    // -v logs every call into every layer, as nbdkit; these two flags
+    // turn off either half. ip.rules: the ip filter's rule matching is
+    // in the -v output anyway.
+    let (mut control, mut data) = (true, true);
+    for (d, n) in debug_flags {
+        match d.as_str() {
+            "nbdkit.backend.controlpath" => control = n != 0,
+            "nbdkit.backend.datapath" => data = n != 0,
+            "ip.rules" => {}
+            _ => eprintln!("nbdscript: warning: debug flag -D {d} was not used"),
+        }
     }
+    cli::backend_debug::set(args.verbose && control, args.verbose && data);
     match real_main(config, daemon) {
         Ok(code) => code,
         Err(e) => {
@@ -83,8 +93,53 @@ fn init_tracing(verbose: bool) {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr)
+        .event_format(LineFormat {
+            full: tracing_subscriber::fmt::format().with_ansi(colour),
+            program: if cli::invoked_as_nbdkit() {
+                "nbdkit"
+            } else {
+                "nbdscript"
+            },
+        })
         .try_init();
 }
+/// Log lines: tracing's usual format, except the backend debugging lines
+/// of `-v` (target `nbdkit_backend`), which are written as nbdkit writes
+/// them (`nbdkit: debug: memory: pread count=512 offset=0 flags=0x0`, with
+/// the program's name), so scripts that grep nbdkit's output find them.
+struct LineFormat {
+    full: tracing_subscriber::fmt::format::Format,
+    program: &'static str,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LineFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if event.metadata().target() != cli::backend_debug::TARGET {
+            return self.full.format_event(ctx, writer, event);
+        }
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        writeln!(writer, "{}: debug: {}", self.program, m.0)
+    }
+}
+
 
 /// `--version`, `--dump-config`, `--dump-plugin`: print, then exit (1 when
 /// a layer named does not exist or cannot be loaded).

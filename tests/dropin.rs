@@ -1,6 +1,7 @@
 //! nbdkit's command line as scripts written for nbdkit use it: forking
 //! into the background, --exit-with-parent, -D, bare values anywhere,
-//! --dump-plugin, --version probes, --dump-config, IPv6.
+//! --dump-plugin, --version probes, --dump-config, IPv6, -v backend
+//! debugging.
 
 use crate::common::*;
 use std::io::{BufRead, BufReader, Read};
@@ -362,4 +363,40 @@ fn run_as_nbdkit_it_answers_version_probes_as_the_nbdkit_it_follows() {
     assert_eq!(key(&own, "name"), "nbdscript");
     assert_eq!(key(&own, "version"), env!("CARGO_PKG_VERSION"));
     assert!(run_ok(bin(), &["--version"]).starts_with("nbdscript "));
+}
+
+#[test]
+fn verbose_logs_every_layer_call_as_nbdkit() {
+    let cases = [
+        (None, true, true),
+        (Some("nbdkit.backend.controlpath=0"), false, true),
+        (Some("nbdkit.backend.datapath=0"), true, false),
+    ];
+    for (flag, open, pread) in cases {
+        let mut a = vec!["-U", "-", "-v"];
+        if let Some(f) = flag {
+            a.extend(["-D", f]);
+        }
+        a.extend([
+            "--filter=noextents",
+            "memory",
+            "1M",
+            "--run",
+            "nbdsh -u \"$uri\" -c 'h.pread(512, 0)'",
+        ]);
+        let out = run(bin(), &a);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        let has = |what: &str| {
+            err.lines()
+                .any(|l| l.starts_with("nbdscript: debug: ") && l.contains(what))
+        };
+        for layer in ["noextents", "memory"] {
+            let o = format!("debug: {layer}: open readonly=0 exportname=\"\" tls=0");
+            assert_eq!(has(&o), open, "{flag:?} {o}\n{err}");
+            let p = format!("debug: {layer}: pread count=512 offset=0 flags=0x0");
+            assert_eq!(has(&p), pread, "{flag:?} {p}\n{err}");
+        }
+        assert!(!err.contains("was not used"), "{err}");
+    }
 }

@@ -11,6 +11,7 @@
 //! talks to: negotiated capabilities, bounds checks and emulation.
 
 pub mod budget;
+pub mod debug;
 mod error;
 mod export;
 mod extents;

@@ -1,7 +1,7 @@
 //! `Stack`: a plugin and its filters, opened as one chain per connection.
 //! Must not import tokio or rhai.
 
-use super::{Backend, Export, Filter, Peer, Plugin, Result};
+use super::{debug, Backend, Export, Filter, Peer, Plugin, Result};
 use std::sync::Arc;
 
 /// The plugin plus the filters stacked over it. `filters[0]` is the first
@@ -45,10 +45,14 @@ impl Stack {
         export_name: &str,
         tls: bool,
     ) -> Result<Arc<dyn Backend>> {
-        let mut layer = self.plugin.open(readonly, export_name)?;
+        let name = self.plugin.name();
+        debug::open(&name, readonly, export_name, tls);
+        let mut layer = debug::wrap(name, self.plugin.open(readonly, export_name)?);
         for f in self.filters.iter().rev() {
+            let name = f.name();
+            debug::open(&name, readonly, export_name, tls);
             match f.open_export(layer.clone(), readonly, export_name, tls) {
-                Ok(l) => layer = l,
+                Ok(l) => layer = debug::wrap(name, l),
                 Err(e) => {
                     layer.close();
                     return Err(e);

@@ -140,7 +140,6 @@ where
     }
 }
 
-
 /// `--version`, `--dump-config`, `--dump-plugin`: print, then exit (1 when
 /// a layer named does not exist or cannot be loaded).
 fn print_info(args: &cli::Args) -> ExitCode {

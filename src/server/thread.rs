@@ -458,8 +458,6 @@ impl<'env> Conn<'env> {
     }
 }
 
-/// Take `n` payload bytes: what is buffered, then the rest in one
-/// waiting `recv` straight into the payload's own buffer.
 /// A check that the client of `sock` has hung up (POLLRDHUP), for layers
 /// that sleep (see `backend::shutdown::sleep`); none for pipes.
 fn client_probe(sock: &Transport) -> Option<crate::backend::shutdown::ClientProbe> {
@@ -478,6 +476,8 @@ fn client_probe(sock: &Transport) -> Option<crate::backend::shutdown::ClientProb
     }
 }
 
+/// Take `n` payload bytes: what is buffered, then the rest in one
+/// waiting `recv` straight into the payload's own buffer.
 fn read_payload(sock: &Transport, buf: &mut BytesMut, n: usize) -> io::Result<Vec<u8>> {
     let have = buf.len().min(n);
     let mut v = BytesMut::with_capacity(n);

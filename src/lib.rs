@@ -85,7 +85,8 @@ macro_rules! internal {
 }
 
 internal!(
-    alloc, backend, datastr, filters, hexdump, params, plugins, protocol, script, server, storage
+    alloc, backend, datastr, filters, hexdump, ondisk, params, plugins, protocol, script, server,
+    storage
 );
 
 mod cli;

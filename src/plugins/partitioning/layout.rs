@@ -255,36 +255,10 @@ fn mbr_entry(out: &mut [u8], bootable: bool, id: u8, start: u64, len: u64) -> Re
     Ok(())
 }
 
-/// CRC-32 (IEEE 802.3, reflected), as the UEFI spec uses for GPT.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
 /// A GUID as text (`0FC63DAF-8483-4772-8E79-3D69D8477DE4`, braces
 /// allowed) in GPT's on-disk order: the first three groups little-endian.
 pub fn parse_guid(s: &str) -> Option<[u8; 16]> {
-    let t = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(s);
-    let groups: Vec<&str> = t.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    if groups.len() != 5
-        || groups.iter().zip(lens).any(|(g, n)| g.len() != n || !g.bytes().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    let hex: String = groups.concat();
-    let mut b = [0u8; 16];
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    b[0..4].reverse();
-    b[4..6].reverse();
-    b[6..8].reverse();
-    Some(b)
+    crate::ondisk::guid_bytes(s).ok()
 }
+
+pub use crate::ondisk::crc32;

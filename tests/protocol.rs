@@ -2,7 +2,8 @@
 //! driven by hand (nbdsh opt mode, compared with nbdkit 1.32 `memory 1M`),
 //! raw frames from a socket (malformed options, bad flags, extended
 //! headers, pipelining, DISC draining, bad magic), qemu-io over extended
-//! headers, and FUA / FAST_ZERO / CACHE on the `file` plugin.
+//! headers, FUA / FAST_ZERO / CACHE on the `file` plugin, and commands
+//! the export did not advertise.
 
 use crate::common::*;
 use std::process::Command;
@@ -975,4 +976,69 @@ fn sigterm_with_a_client_that_never_reads_replies_exits() {
     let _ = client.wait();
     let (code, err) = got.expect("server did not exit on SIGTERM with a stuck writer");
     assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn commands_the_export_did_not_advertise_are_einval_like_nbdkit() {
+    // A script with pread and pwrite only (no FLUSH, TRIM, CACHE, FUA)
+    // under nozero (no WRITE_ZEROES). Each such request sent anyway is
+    // EINVAL (nbdkit's validate_request) and never reaches the plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(
+        dir.path(),
+        "bare.rhai",
+        r#"
+fn config(params) { #{ disk: disk("1M", "sparse") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset) { h.disk.pwrite(take(buf), offset) }
+"#,
+    );
+    let log = dir.path().join("log.txt");
+    let s = Server::start(&[
+        "-v",
+        &path,
+        "--filter",
+        "nozero",
+        "--filter",
+        "log",
+        &format!("logfile={}", log.display()),
+    ]);
+    let out = s.nbdsh(
+        r#"
+flags = [getattr(h, f)() for f in "can_flush can_trim can_zero can_fast_zero can_cache can_fua is_read_only".split()]
+assert flags == [False] * 7, flags
+h.pwrite(b"\x33" * 4096, 0)
+h.set_strict_mode(0)
+for nm, f in (("trim", lambda: h.trim(4096, 0)), ("zero", lambda: h.zero(4096, 0)),
+              ("zero fast", lambda: h.zero(4096, 0, nbd.CMD_FLAG_FAST_ZERO)),
+              ("cache", lambda: h.cache(4096, 0)), ("flush", lambda: h.flush()),
+              ("write fua", lambda: h.pwrite(b"x" * 4096, 0, nbd.CMD_FLAG_FUA))):
+    try: f(); print(nm, "ok")
+    except nbd.Error as e: print(nm, e.errno)
+assert h.pread(4096, 0) == b"\x33" * 4096
+"#,
+    );
+    assert_eq!(
+        out,
+        "trim EINVAL\nzero EINVAL\nzero fast EINVAL\ncache EINVAL\nflush EINVAL\nwrite fua EINVAL\n"
+    );
+    let (_, err) = s.stop();
+    for line in [
+        "request failed: EINVAL: NBD_CMD_TRIM: trim operation not supported",
+        "request failed: EINVAL: NBD_CMD_WRITE_ZEROES: write zeroes operation not supported",
+        "request failed: EINVAL: NBD_CMD_CACHE: cache operation not supported",
+        "request failed: EINVAL: NBD_CMD_FLUSH: flush operation not supported",
+    ] {
+        assert!(err.contains(line), "{line:?} not in the log:\n{err}");
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    for verb in ["Trim", "Zero", "Cache", "Flush"] {
+        assert!(
+            !calls.contains(&format!("{verb} id=")),
+            "{verb} reached the plugin:\n{calls}"
+        );
+    }
+    let writes = calls.lines().filter(|l| l.contains(" Write id=")).count();
+    assert_eq!(writes, 1, "the FUA write reached the plugin:\n{calls}");
 }

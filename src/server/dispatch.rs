@@ -137,6 +137,21 @@ pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
     if !ext && req.typ != CMD_WRITE && req.typ != CMD_READ && req.length > u32::MAX as u64 {
         return Err(fail(Errno::Inval, "length too large"));
     }
+    // A command the export did not advertise is refused, as nbdkit does
+    // (EINVAL, its words), never run as a no-op.
+    let (needs, cmd, what) = match req.typ {
+        CMD_FLUSH => (FLAG_SEND_FLUSH, "NBD_CMD_FLUSH", "flush"),
+        CMD_TRIM => (FLAG_SEND_TRIM, "NBD_CMD_TRIM", "trim"),
+        CMD_WRITE_ZEROES => (FLAG_SEND_WRITE_ZEROES, "NBD_CMD_WRITE_ZEROES", "write zeroes"),
+        CMD_CACHE => (FLAG_SEND_CACHE, "NBD_CMD_CACHE", "cache"),
+        _ => return Ok(()),
+    };
+    if ci.flags & needs == 0 {
+        return Err(fail(
+            Errno::Inval,
+            format!("{cmd}: {what} operation not supported"),
+        ));
+    }
     Ok(())
 }
 
@@ -403,11 +418,15 @@ mod tests {
     const SIMPLE: ReplyMode = ReplyMode::Simple;
     const STRUCT: ReplyMode = ReplyMode::Structured;
     const EXT: ReplyMode = ReplyMode::Extended;
-    /// A writable export advertising FUA and FAST_ZERO.
-    const RW: u16 = FLAG_HAS_FLAGS | FLAG_SEND_FUA | FLAG_SEND_FAST_ZERO;
-    /// A writable export advertising neither.
-    const PLAIN: u16 = FLAG_HAS_FLAGS;
-    const RO: u16 = FLAG_HAS_FLAGS | FLAG_READ_ONLY | FLAG_SEND_FUA;
+    /// The optional commands: FLUSH, TRIM, WRITE_ZEROES, CACHE.
+    const CMDS: u16 = FLAG_SEND_FLUSH | FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES | FLAG_SEND_CACHE;
+    /// A writable export advertising every command, FUA and FAST_ZERO.
+    const RW: u16 = FLAG_HAS_FLAGS | CMDS | FLAG_SEND_FUA | FLAG_SEND_FAST_ZERO;
+    /// A writable export advertising every command but neither flag.
+    const PLAIN: u16 = FLAG_HAS_FLAGS | CMDS;
+    /// A writable export advertising no optional command and no flag.
+    const BARE: u16 = FLAG_HAS_FLAGS;
+    const RO: u16 = FLAG_HAS_FLAGS | FLAG_READ_ONLY | FLAG_SEND_FUA | FLAG_SEND_FLUSH | FLAG_SEND_CACHE;
     const MAX: u64 = MAX_REQUEST_SIZE;
 
     /// name, mode, export flags, base:allocation, command, flags, offset,
@@ -481,6 +500,15 @@ mod tests {
             ("block status, no meta context", STRUCT, RW, false, CMD_BLOCK_STATUS, 0, 0, 512, Some(Inval)),
             ("block status DF", STRUCT, RW, true, CMD_BLOCK_STATUS, CMD_FLAG_DF, 0, 512, Some(Inval)),
             ("block status on a read-only export", STRUCT, RO, true, CMD_BLOCK_STATUS, 0, 0, 512, None),
+            // Commands the export did not advertise: EINVAL, as nbdkit.
+            ("trim not advertised", SIMPLE, BARE, false, CMD_TRIM, 0, 0, 512, Some(Inval)),
+            ("zero not advertised", SIMPLE, BARE, false, CMD_WRITE_ZEROES, 0, 0, 512, Some(Inval)),
+            ("cache not advertised", SIMPLE, BARE, false, CMD_CACHE, 0, 0, 512, Some(Inval)),
+            ("flush not advertised", SIMPLE, BARE, false, CMD_FLUSH, 0, 0, 0, Some(Inval)),
+            ("cache not advertised, read-only", SIMPLE, RO & !FLAG_SEND_CACHE, false, CMD_CACHE, 0, 0, 512, Some(Inval)),
+            ("trim not advertised, read-only", SIMPLE, RO, false, CMD_TRIM, 0, 0, 512, Some(Perm)),
+            ("read, nothing advertised", SIMPLE, BARE, false, CMD_READ, 0, 0, 512, None),
+            ("write, nothing advertised", SIMPLE, BARE, false, CMD_WRITE, 0, 0, 512, None),
             ("unknown command", SIMPLE, RW, false, 8, 0, 0, 512, Some(Inval)),
             ("unknown command, read-only", SIMPLE, RO, false, 0xffff, 0, 0, 0, Some(Inval)),
             ("unknown flag", SIMPLE, RW, false, CMD_READ, 1 << 6, 0, 512, Some(Inval)),

@@ -232,7 +232,9 @@ fn sigterm_during_a_huge_emulated_zero() {
     // No time budget: only shutdown stops the emulation.
     let dir = tempfile::tempdir().unwrap();
     let p = script(dir.path(), "nozero.rhai", DISK_NO_ZERO);
-    let s = Server::start(&["--script-timeout=0", &p]);
+    let log = dir.path().join("log.txt");
+    let logfile = format!("logfile={}", log.display());
+    let s = Server::start(&["--script-timeout=0", &p, "--filter=log", &logfile]);
     let sock = s.sock.clone();
     let client = std::thread::spawn(move || {
         let prog = format!(
@@ -241,7 +243,8 @@ fn sigterm_during_a_huge_emulated_zero() {
         );
         run("/usr/bin/python3", &["-c", &prog, sock.to_str().unwrap()])
     });
-    std::thread::sleep(Duration::from_millis(700)); // the zero is running
+    // The zero is running: its first pwrite of zeros reached the plugin.
+    wait_file_for(&log, "...Write id=1 return=0", 20);
     let (el, code, err) = term_and_time(s);
     assert!(el < Duration::from_secs(12), "exit took {el:?}");
     assert_eq!(code, Some(0), "{err}");
@@ -269,7 +272,15 @@ fn sigterm_with_a_wedged_request_exits_after_the_grace() {
         "fn get_size(h) { 1048576 }\nfn pread(h, count, offset) { blob(count) }\n\
          fn pwrite(h, buf, offset) { let i = 0; loop { i += 1; } }\n",
     );
-    let s = Server::start(&["--script-timeout=0", "--max-operations=0", &p]);
+    let log = dir.path().join("log.txt");
+    let logfile = format!("logfile={}", log.display());
+    let s = Server::start(&[
+        "--script-timeout=0",
+        "--max-operations=0",
+        &p,
+        "--filter=log",
+        &logfile,
+    ]);
     let sock = s.sock.clone();
     let _client = std::thread::spawn(move || {
         let prog = format!(
@@ -278,7 +289,8 @@ fn sigterm_with_a_wedged_request_exits_after_the_grace() {
         );
         run("/usr/bin/python3", &["-c", &prog, sock.to_str().unwrap()])
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // The write is in the plugin (the log filter logs it on the way in).
+    wait_file_for(&log, "Write id=1 offset=0x0 count=0x4", 20);
     let (el, code, err) = term_and_time(s);
     assert!(
         el >= Duration::from_secs(10) && el < Duration::from_secs(12),

@@ -732,6 +732,9 @@ print("ok")
 "#,
     );
     assert_eq!(out.trim(), "ok");
+    // The server flushes a connection still open at SIGTERM: wait until it
+    // has seen this one end, so any Flush in the log came from a request.
+    wait_file_for(&log, "Disconnect transactions=", 20);
     let (_, _) = s.stop();
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains("return")).collect();

@@ -252,3 +252,21 @@ pub fn nbdscript_bytes(args: &[&str]) -> Result<Vec<u8>, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// Wait (at most `secs`) until the file at `path` contains `what` — a log
+/// line a server writes when something happened (a request reached the
+/// plugin, a connection ended); returns the file's text. Never a fixed
+/// sleep: it returns as soon as the line is there.
+pub fn wait_file_for(path: &Path, what: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{what:?} not in {} after {secs} s:\n{text}", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

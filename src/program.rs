@@ -49,6 +49,23 @@ pub fn main() -> ExitCode {
         Some(ms) => Some(Duration::from_millis(ms)),
         None => Some(budget::DEFAULT_LIMIT),
     });
+    // -v logs every call into every layer, as nbdkit; these two flags
+    // turn off either half. ip.rules: the ip filter's rule matching is
+    // in the -v output anyway. data.AST: the data plugin logs its
+    // optimized tree (with another plugin the flag is not used, as in
+    // nbdkit). Set before the layers are built.
+    let (mut control, mut data) = (true, true);
+    let plugin_is_data = args.words.first().is_some_and(|p| p == "data");
+    for (d, n) in debug_flags {
+        match d.as_str() {
+            "nbdkit.backend.controlpath" => control = n != 0,
+            "nbdkit.backend.datapath" => data = n != 0,
+            "ip.rules" => {}
+            "data.AST" if plugin_is_data => crate::plugins::data::set_debug_ast(n != 0),
+            _ => eprintln!("nbdscript: warning: debug flag -D {d} was not used"),
+        }
+    }
+    cli::backend_debug::set(args.verbose && control, args.verbose && data);
     let config = match args.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -56,19 +73,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // -v logs every call into every layer, as nbdkit; these two flags
-    // turn off either half. ip.rules: the ip filter's rule matching is
-    // in the -v output anyway.
-    let (mut control, mut data) = (true, true);
-    for (d, n) in debug_flags {
-        match d.as_str() {
-            "nbdkit.backend.controlpath" => control = n != 0,
-            "nbdkit.backend.datapath" => data = n != 0,
-            "ip.rules" => {}
-            _ => eprintln!("nbdscript: warning: debug flag -D {d} was not used"),
-        }
-    }
-    cli::backend_debug::set(args.verbose && control, args.verbose && data);
     match real_main(config, daemon) {
         Ok(code) => code,
         Err(e) => {

@@ -25,6 +25,8 @@
 //!   `dense_cost()` (bytes a plain allocator would have to store) and
 //!   `write_into(&dyn Allocator)` (evaluate into an allocator as nbdkit does).
 //! * [`evaluate_to_vec`] → `Vec<u8>` (refuses results over [`MAX_VEC`]).
+//! * [`compile_with_ast`] and [`ast_lines_of`]: the optimized tree as the
+//!   lines nbdkit's `-D data.AST=1` prints (with and without evaluating).
 //! * [`EvalOptions`]: `allow_files` gates `<FILE` and `<(SCRIPT)` (the data
 //!   plugin allows them; scripts refuse them unless the user allows it),
 //!   `vars` are the `$VAR` values looked up first, then the environment if
@@ -37,6 +39,7 @@ mod lexer;
 mod optimize;
 mod parser;
 mod pattern;
+mod print;
 
 pub use pattern::{Pattern, PatternExtent};
 
@@ -161,29 +164,54 @@ pub type Result<T> = std::result::Result<T, DataError>;
 /// Parse, optimize and evaluate `src` into a lazy [`Pattern`] whose size
 /// is nbdkit's implicit size.
 pub fn compile(src: &str, opts: &EvalOptions) -> Result<Pattern> {
-    // Deeply nested strings recurse deeply: give them a big stack.
+    on_big_stack(src, opts, |s, o| eval::evaluate(&tree(s, o)?))
+}
+
+/// [`compile`], plus the optimized tree as the lines nbdkit's data plugin
+/// prints between `BEGIN AST (-D data.AST=1)` and `END AST`. The outer
+/// error is a string that does not parse; the tree is printed (as in
+/// nbdkit) even when evaluating it then fails (the inner error).
+pub fn compile_with_ast(src: &str, opts: &EvalOptions) -> Result<(Vec<String>, Result<Pattern>)> {
+    on_big_stack(src, opts, |s, o| {
+        let ast = tree(s, o)?;
+        Ok((print::ast_lines(&ast), eval::evaluate(&ast)))
+    })
+}
+
+/// The optimized tree's lines (as [`compile_with_ast`]) without
+/// evaluating it: files are not read and scripts do not run.
+pub fn ast_lines_of(src: &str, opts: &EvalOptions) -> Result<Vec<String>> {
+    on_big_stack(src, opts, |s, o| Ok(print::ast_lines(&tree(s, o)?)))
+}
+
+/// Run `f` here, or for long strings and `$VAR`s (deeply nested strings
+/// recurse deeply) on a thread with a big stack.
+fn on_big_stack<T: Send + 'static>(
+    src: &str,
+    opts: &EvalOptions,
+    f: fn(&str, &EvalOptions) -> Result<T>,
+) -> Result<T> {
     if src.len() > 4096 || src.contains('$') {
         let (s, o) = (src.to_string(), opts.clone());
         let worker = std::thread::Builder::new()
             .name("datastr".into())
             .stack_size(256 << 20)
-            .spawn(move || compile_here(&s, &o))
+            .spawn(move || f(&s, &o))
             .map_err(|e| DataError::new(format!("cannot start the evaluator: {e}"), None))?;
         return worker
             .join()
             .unwrap_or_else(|_| Err(DataError::new("the evaluator failed", None)));
     }
-    compile_here(src, opts)
+    f(src, opts)
 }
 
-fn compile_here(src: &str, opts: &EvalOptions) -> Result<Pattern> {
+/// Parse and optimize.
+fn tree(src: &str, opts: &EvalOptions) -> Result<parser::Node> {
     let source = Arc::new(Source {
         name: "data".into(),
         text: src.to_string(),
     });
-    let ast = parser::parse(source, opts)?;
-    let ast = optimize::optimize(ast)?;
-    eval::evaluate(&ast)
+    optimize::optimize(parser::parse(source, opts)?)
 }
 
 /// Evaluate `src` to its bytes. `size` truncates or zero-extends, as the

@@ -3,7 +3,9 @@
 //! X; `<(SCRIPT)[:N]` is recognised after `( )` around it is removed;
 //! `1[5:1]` folds to the byte). Adjacent bytes merge into strings, runs
 //! into fills, `X*A*B` into `X*(AB)` (an overflow is an error, as in
-//! nbdkit ≥ 1.36). Must not import outside `datastr`.
+//! nbdkit ≥ 1.36), a string of at most 512 bytes repeated at most 4 times
+//! is written out: the tree `-D data.AST=1` prints is nbdkit's.
+//! Must not import outside `datastr`.
 
 use super::parser::{Expr, Node};
 use super::{DataError, Result};
@@ -31,9 +33,9 @@ pub fn optimize(root: Node) -> Result<Node> {
                     Expr::Repeat(x, n.checked_mul(m).ok_or_else(|| overflow(n, m))?)
                 }
                 Expr::Fill(b, m) => Expr::Fill(b, n.checked_mul(m).ok_or_else(|| overflow(n, m))?),
-                Expr::Bytes(ref s) if n.checked_mul(s.len() as u64).is_some_and(|t| t <= 4096) => {
-                    Expr::Bytes(s.repeat(n as usize))
-                }
+                // nbdkit's limits, so that the tree (-D data.AST=1) is
+                // the same as nbdkit's.
+                Expr::Bytes(ref s) if n <= 4 && s.len() <= 512 => Expr::Bytes(s.repeat(n as usize)),
                 ref e => match single_byte(e) {
                     Some(b) => Expr::Fill(b, n),
                     None => Expr::Repeat(Box::new(inner), n),
@@ -216,6 +218,10 @@ mod tests {
         assert!(matches!(opt("1 2 3").unwrap(), Expr::Bytes(v) if v == [1, 2, 3]));
         assert!(matches!(opt("7 7 7").unwrap(), Expr::Fill(7, 3)));
         assert!(matches!(opt("(1 2)*3*4").unwrap(), Expr::Bytes(v) if v.len() == 24));
+        assert!(matches!(opt("(1 2)*5*4").unwrap(), Expr::Repeat(_, 20)));
+        assert!(matches!(opt("(1 2)*4").unwrap(), Expr::Bytes(v) if v.len() == 8));
+        assert!(matches!(opt("(1 2)*5").unwrap(), Expr::Repeat(_, 5)));
+        assert!(matches!(opt("((1 2)*2)*2").unwrap(), Expr::Bytes(v) if v.len() == 8));
         assert!(matches!(
             opt("(1 2)*3000*4").unwrap(),
             Expr::Repeat(_, 12000)

@@ -11,12 +11,13 @@
 
 use super::PluginDef;
 use crate::alloc::{AllocSpec, Allocator};
-use crate::backend::{extent_type, flags, Backend, BlockSize, Extents, Plugin, Result};
+use crate::backend::{debug, extent_type, flags, Backend, BlockSize, Extents, Plugin, Result};
 use crate::datastr::{self, EvalOptions, Pattern};
 use crate::params::{ConfigError, Params};
 use crate::storage::{alloc_error, AllocDisk};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Patterns needing at most this much storage are evaluated into the
@@ -77,7 +78,7 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
         }
     }
     let mut pattern = match key {
-        "data" => datastr::compile(value, &EvalOptions::plugin(extra.items.clone()))
+        "data" => compile(value, &EvalOptions::plugin(extra.items.clone()))
             .map_err(|e| ConfigError::new(format!("data: {e}")))?,
         "raw" => Pattern::bytes(value.as_bytes().to_vec()),
         _ => Pattern::bytes(
@@ -110,6 +111,30 @@ fn make(p: &Params) -> std::result::Result<Arc<dyn Plugin>, ConfigError> {
         })
     };
     Ok(Arc::new(Data { disk }))
+}
+
+/// `-D data.AST=1`: log the optimized tree of `data=` (with `-v`).
+static DEBUG_AST: AtomicBool = AtomicBool::new(false);
+
+/// Turn `-D data.AST=N` on (N ≠ 0) or off, as nbdkit's `data_debug_AST`.
+pub fn set_debug_ast(on: bool) {
+    DEBUG_AST.store(on, Relaxed);
+}
+
+/// Compile `data=`; with `-D data.AST=1`, log its optimized tree first as
+/// nbdkit does (`nbdkit: debug: BEGIN AST (-D data.AST=1)`, a line per
+/// node, `nbdkit: debug: END AST`, in the `-v` stream).
+fn compile(value: &str, opts: &EvalOptions) -> datastr::Result<Pattern> {
+    if !DEBUG_AST.load(Relaxed) {
+        return datastr::compile(value, opts);
+    }
+    let (lines, pattern) = datastr::compile_with_ast(value, opts)?;
+    tracing::debug!(target: debug::TARGET, "BEGIN AST (-D data.AST=1)");
+    for l in lines {
+        tracing::debug!(target: debug::TARGET, "{l}");
+    }
+    tracing::debug!(target: debug::TARGET, "END AST");
+    pattern
 }
 
 /// Standard base64 (with padding); whitespace is ignored, as GnuTLS does.

@@ -635,6 +635,7 @@ impl Args {
                 certificates: self.tls_certificates.clone(),
                 psk: self.tls_psk.clone(),
                 verify_peer: self.tls_verify_peer,
+                names: crate::server::TlsNames::Flags,
             },
             handshake_timeout,
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),

@@ -152,6 +152,30 @@ fn tls_psk_required_through_the_builder() {
 }
 
 #[test]
+fn tls_errors_name_the_builder_methods() {
+    // Verifying clients needs the CA certificate: the error names the
+    // builder method, not the command line's --tls-verify-peer.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    make_x509(&pki);
+    std::fs::remove_file(pki.join("ca-cert.pem")).unwrap();
+    let e = Server::builtin("memory", &[("size", "1M")])
+        .unwrap()
+        .tls_certificates(&pki)
+        .tls_verify_peer(true)
+        .start()
+        .err()
+        .expect("served without the CA certificate");
+    assert_eq!(
+        e.message,
+        format!(
+            "Server::tls_verify_peer(true) needs {}/ca-cert.pem to check client certificates",
+            pki.display()
+        )
+    );
+}
+
+#[test]
 fn tls_certificates_offered_through_the_builder() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");

@@ -353,6 +353,45 @@ fn tls_flag_errors() {
     );
 }
 
+#[test]
+fn tls_without_credentials_names_the_flags() {
+    // No credentials given and none in nbdkit's default directories (HOME
+    // is an empty directory; /etc/pki/nbdkit has none on a test machine).
+    let home = tempfile::tempdir().unwrap();
+    assert!(!std::path::Path::new("/etc/pki/nbdkit/server-cert.pem").exists());
+    let o = nbdscript()
+        .env("HOME", home.path())
+        .args(["--tls=require", "-U", "-", "memory", "1M"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let h = home.path().display();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "nbdscript: --tls needs --tls-certificates=DIR or --tls-psk=FILE (no server-cert.pem in \
+             {h}/.pki/nbdkit, {h}/.config/pki/nbdkit, /etc/pki/nbdkit)"
+        )
+    );
+    // --tls-verify-peer without the CA certificate to check clients with.
+    let pki = home.path().join("pki");
+    make_x509(&pki);
+    std::fs::remove_file(pki.join("ca-cert.pem")).unwrap();
+    let o = nbdscript()
+        .args(["--tls=on", "--tls-verify-peer", "-U", "-", "memory", "1M"])
+        .arg(format!("--tls-certificates={}", pki.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "nbdscript: --tls-verify-peer needs {}/ca-cert.pem to check client certificates",
+            pki.display()
+        )
+    );
+}
+
 /// nbdcopy between `from` and `to` with `opts`.
 fn nbdcopy(opts: &[&str], from: &str, to: &str) {
     let mut args = opts.to_vec();

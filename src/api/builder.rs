@@ -7,7 +7,7 @@ use super::adapter::{FilterLayer, PluginLayer};
 use super::{Errno, Error, Filter, Plugin, Result};
 use crate::backend::{self, Stack};
 use crate::params::{ConfigError, Params};
-use crate::server::{Launch, ListenSpec, ServerConfig, TlsMode, TlsSpec};
+use crate::server::{Launch, ListenSpec, ServerConfig, TlsMode, TlsNames, TlsSpec};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +84,10 @@ impl Server {
             run: None,
             pidfile: None,
             print_uri: false,
-            tls: TlsSpec::default(),
+            tls: TlsSpec {
+                names: TlsNames::Builder,
+                ..TlsSpec::default()
+            },
         }
     }
 
@@ -383,5 +386,26 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_name_the_builder_methods() {
+        let launch = Server::builtin("memory", &[("size", "1M")])
+            .unwrap()
+            .tls_require(true)
+            .launch(false);
+        assert_eq!(launch.tls.mode, TlsMode::Require);
+        let e = crate::server::load_tls(&launch.tls, &[])
+            .err()
+            .expect("TLS loaded without credentials");
+        assert_eq!(
+            e,
+            "TLS needs Server::tls_certificates(dir) or Server::tls_psk(file) (no server-cert.pem in )"
+        );
     }
 }

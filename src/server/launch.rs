@@ -8,7 +8,7 @@ use super::captive;
 use super::signals;
 use super::socket_dir::SocketDir;
 use super::uri::{uri, Address};
-use super::{Listener, ServerConfig, Shared, TlsConfig, TlsMode};
+use super::{Listener, ServerConfig, Shared, TlsConfig, TlsMode, TlsNames};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub struct TlsSpec {
     pub psk: Option<PathBuf>,
     /// `--tls-verify-peer`.
     pub verify_peer: bool,
+    /// How errors name these settings (flags, or builder methods).
+    pub names: TlsNames,
 }
 
 impl Default for TlsSpec {
@@ -48,6 +50,7 @@ impl Default for TlsSpec {
             certificates: None,
             psk: None,
             verify_peer: false,
+            names: TlsNames::Flags,
         }
     }
 }
@@ -70,8 +73,12 @@ pub struct Launch {
     pub signals: bool,
 }
 
-/// Load the TLS credentials the flags ask for.
-fn load_tls(spec: &TlsSpec) -> Result<Option<Arc<TlsConfig>>, String> {
+/// Load the TLS credentials the settings ask for; without any, the first
+/// of `default_dirs` (nbdkit's) holding `server-cert.pem`.
+pub(crate) fn load_tls(
+    spec: &TlsSpec,
+    default_dirs: &[PathBuf],
+) -> Result<Option<Arc<TlsConfig>>, String> {
     if spec.mode == TlsMode::Off {
         return Ok(None);
     }
@@ -81,23 +88,25 @@ fn load_tls(spec: &TlsSpec) -> Result<Option<Arc<TlsConfig>>, String> {
     } else {
         let dir = match &spec.certificates {
             Some(d) => abs(d),
-            None => {
-                let dirs = super::default_certificates_dirs();
-                match dirs.iter().find(|d| d.join("server-cert.pem").exists()) {
-                    Some(d) => d.clone(),
-                    None => {
-                        return Err(format!(
-                        "--tls needs --tls-certificates=DIR or --tls-psk=FILE (no server-cert.pem in {})",
-                        dirs.iter()
+            None => match default_dirs
+                .iter()
+                .find(|d| d.join("server-cert.pem").exists())
+            {
+                Some(d) => d.clone(),
+                None => {
+                    return Err(format!(
+                        "{} (no server-cert.pem in {})",
+                        spec.names.credentials_needed(),
+                        default_dirs
+                            .iter()
                             .map(|d| d.display().to_string())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ))
-                    }
                 }
-            }
+            },
         };
-        TlsConfig::x509(spec.mode, &dir, spec.verify_peer)
+        TlsConfig::x509(spec.mode, &dir, spec.verify_peer, spec.names)
     };
     cfg.map(|c| Some(Arc::new(c)))
 }
@@ -137,7 +146,7 @@ async fn serve(
     ready: impl FnOnce(&str),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<u8, String> {
-    let tls = load_tls(&launch.tls)?;
+    let tls = load_tls(&launch.tls, &super::default_certificates_dirs())?;
     let (tx, rx) = watch::channel(false);
     let stop = tx.clone();
     tokio::spawn(async move {
@@ -223,4 +232,36 @@ async fn serve(
     // leaves.
     let _ = server.await;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error for TLS asked for with no credentials and none in the
+    /// default directory (a fresh one), its path written `DEFAULT`.
+    fn no_credentials(names: TlsNames) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TlsSpec {
+            mode: TlsMode::Require,
+            names,
+            ..TlsSpec::default()
+        };
+        match load_tls(&spec, &[dir.path().to_path_buf()]) {
+            Err(e) => e.replace(&dir.path().display().to_string(), "DEFAULT"),
+            Ok(_) => panic!("TLS loaded without credentials"),
+        }
+    }
+
+    #[test]
+    fn tls_without_credentials_names_the_flags_or_the_builder_methods() {
+        assert_eq!(
+            no_credentials(TlsNames::Flags),
+            "--tls needs --tls-certificates=DIR or --tls-psk=FILE (no server-cert.pem in DEFAULT)"
+        );
+        assert_eq!(
+            no_credentials(TlsNames::Builder),
+            "TLS needs Server::tls_certificates(dir) or Server::tls_psk(file) (no server-cert.pem in DEFAULT)"
+        );
+    }
 }

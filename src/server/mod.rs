@@ -27,8 +27,10 @@ mod uri;
 
 pub use redact::for_client;
 pub use launch::{Launch, ListenSpec, TlsSpec};
+#[cfg(test)]
+pub(crate) use launch::load_tls;
 pub use listen::{run, Listener};
-pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode};
+pub use tls::{default_certificates_dirs, Credentials, TlsConfig, TlsMode, TlsNames};
 
 use crate::backend::Stack;
 use std::sync::Arc;

@@ -27,6 +27,35 @@ pub enum TlsMode {
     Require,
 }
 
+/// How errors name the TLS settings: the command line's flags, or the
+/// library builder's methods (a library user has no flags to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsNames {
+    #[default]
+    Flags,
+    Builder,
+}
+
+impl TlsNames {
+    /// What gives credentials, as a sentence start.
+    pub fn credentials_needed(self) -> &'static str {
+        match self {
+            TlsNames::Flags => "--tls needs --tls-certificates=DIR or --tls-psk=FILE",
+            TlsNames::Builder => {
+                "TLS needs Server::tls_certificates(dir) or Server::tls_psk(file)"
+            }
+        }
+    }
+
+    /// The setting that verifies client certificates.
+    pub fn verify_peer(self) -> &'static str {
+        match self {
+            TlsNames::Flags => "--tls-verify-peer",
+            TlsNames::Builder => "Server::tls_verify_peer(true)",
+        }
+    }
+}
+
 /// What a client needs to connect (for `$uri`).
 #[derive(Debug, Clone)]
 pub enum Credentials {
@@ -62,7 +91,13 @@ pub fn default_certificates_dirs() -> Vec<PathBuf> {
 impl TlsConfig {
     /// X.509: `server-cert.pem` and `server-key.pem` in `dir`, with
     /// `ca-cert.pem` (needed to verify clients) and `ca-crl.pem` if there.
-    pub fn x509(mode: TlsMode, dir: &Path, verify_peer: bool) -> Result<TlsConfig, String> {
+    /// `names` words the errors.
+    pub fn x509(
+        mode: TlsMode,
+        dir: &Path,
+        verify_peer: bool,
+        names: TlsNames,
+    ) -> Result<TlsConfig, String> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
             .map_err(|e| ssl_err("cannot set up TLS", e))?;
         let cert = dir.join("server-cert.pem");
@@ -83,7 +118,8 @@ impl TlsConfig {
                 .map_err(|e| ssl_err(&format!("cannot load {}", ca.display()), e))?;
         } else if verify_peer {
             return Err(format!(
-                "--tls-verify-peer needs {} to check client certificates",
+                "{} needs {} to check client certificates",
+                names.verify_peer(),
                 ca.display()
             ));
         }

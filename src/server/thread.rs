@@ -49,16 +49,13 @@ const TAKE_ALONE: usize = 64;
 /// out on its own; a write's payload is not held while others wait).
 const BIG: u64 = 64 * 1024;
 
-/// How long a lone worker polls before sleeping in a read (measured at
-/// 4 KiB randread QD16, one connection, 2 cores otherwise idle: 3 µs gives
-/// 1.19x the throughput at 14% less CPU per request; 10 µs no better).
-const SPIN: std::time::Duration = std::time::Duration::from_micros(3);
-
-/// Polls that find nothing before a connection stops polling (one that
-/// finds a request starts the count again), and reads between two probes
-/// once it has stopped.
-const SPIN_CREDIT: u32 = 8;
-const SPIN_PROBE: u32 = 32;
+// No polling before a read: a lone worker that polled the socket for 3 µs
+// before sleeping (SPIN, removed) found the next request often enough to
+// keep polling on idle cores, but the polls cost more CPU than the sleeps
+// they saved (memory sparse 4k randread QD16 x1, quick build, chrt -f 20
+// so the runs see idle cores, 9 rounds, load 8.4: 6.37 µs per request
+// polling, 5.08 without, 5.04 for e795219 before the unified loop;
+// throughput 1.13x polling; x2 and 4k randwrite x1 unchanged).
 
 /// How many workers serve one connection.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -96,13 +93,6 @@ struct ReadSide {
     buf: BytesMut,
     /// End of file, DISC, or a protocol violation: take nothing more.
     end: bool,
-    /// Polls before sleeping while this is above 0: a poll that finds a
-    /// request refills it, one that finds none lowers it (on a loaded
-    /// machine polls rarely pay off and stop, but for a probe now and
-    /// then).
-    spin_credit: u32,
-    /// Reads since the last poll, for the probe.
-    since_spin: u32,
 }
 
 /// A request taken from the socket, with its payload or its refusal.
@@ -129,8 +119,6 @@ pub fn request_loop(
         rd: parking_lot::Mutex::new(ReadSide {
             buf: BytesMut::with_capacity(BATCH),
             end: false,
-            spin_credit: SPIN_CREDIT,
-            since_spin: 0,
         }),
         wr: parking_lot::Mutex::new(()),
         mode,
@@ -336,9 +324,6 @@ impl<'env> Conn<'env> {
             let req = match parse_request(&mut rd.buf, ext) {
                 Ok(Some(req)) => req,
                 Ok(None) if out.is_empty() => {
-                    if self.spin(&mut rd)? {
-                        continue;
-                    }
                     if self.sock.recv_into(&mut rd.buf, BATCH, false)? == 0 {
                         rd.end = true;
                     }
@@ -400,37 +385,6 @@ impl<'env> Conn<'env> {
             }
         }
         Ok(!rd.end)
-    }
-
-    /// Before sleeping in a read, poll for a few microseconds while this
-    /// process has a core to spare: a client with requests in flight
-    /// usually sends the next one that soon, and a read that finds it
-    /// saves the sleep, the wake-up and the client's cross-core wake-up
-    /// of this thread. True once bytes came.
-    fn spin(&self, rd: &mut ReadSide) -> io::Result<bool> {
-        if matches!(self.mode, Mode::Pool(_)) || ACTIVE.load(SeqCst) >= cores() {
-            return Ok(false);
-        }
-        rd.since_spin += 1;
-        if rd.spin_credit == 0 && rd.since_spin < SPIN_PROBE {
-            return Ok(false);
-        }
-        rd.since_spin = 0;
-        let end = std::time::Instant::now() + SPIN;
-        loop {
-            match self.sock.try_recv_into(&mut rd.buf, BATCH)? {
-                Some(0) => return Ok(false), // end of file: the blocking read sees it
-                Some(_) => {
-                    rd.spin_credit = SPIN_CREDIT;
-                    return Ok(true);
-                }
-                None if std::time::Instant::now() >= end => {
-                    rd.spin_credit = rd.spin_credit.saturating_sub(1);
-                    return Ok(false);
-                }
-                None => std::hint::spin_loop(),
-            }
-        }
     }
 
     /// The next request's header and payload are all in `buf` (or its

@@ -194,27 +194,6 @@ impl Transport {
         Ok(n)
     }
 
-    /// Read what is there into the spare capacity of `buf` without
-    /// waiting: `None` when nothing is (or the transport cannot tell:
-    /// TLS and pipes), `Some(0)` at end of file.
-    pub fn try_recv_into(&self, buf: &mut BytesMut, want: usize) -> io::Result<Option<usize>> {
-        let Transport::Plain(s) = self else {
-            return Ok(None);
-        };
-        buf.reserve(want);
-        let spare = buf.spare_capacity_mut();
-        let len = spare.len().min(want);
-        match s.recv_flags(&mut spare[..len], libc::MSG_DONTWAIT) {
-            Ok(n) => {
-                // SAFETY: recv initialized the first n bytes.
-                unsafe { buf.advance_mut(n) };
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Fill `out` exactly (the handshake).
     pub fn read_exact(&self, out: &mut [u8]) -> io::Result<()> {
         let mut at = 0;

@@ -1,6 +1,9 @@
 //! Micro-benchmark of the allocators: 4 KiB random reads and writes from one
 //! and two threads over a 256 MiB disk, printed as operations per second.
-//! Run with `cargo bench --bench alloc` (ALLOC_BENCH_SECS sets the time per row).
+//! Run with `cargo bench --bench alloc` (ALLOC_BENCH_SECS sets the time per row,
+//! ALLOC_BENCH_FILL=zero fills with half-zero blocks, ALLOC_BENCH_IDLE=S
+//! waits S seconds after the fill, ALLOC_BENCH_OPS=read|write runs only
+//! those rows).
 
 use nbdscript::alloc::{AllocSpec, Allocator};
 use std::sync::Arc;
@@ -16,13 +19,23 @@ fn rng(state: &mut u64) -> u64 {
     *state
 }
 
-/// A block that compresses about 2:1: half random bytes, half text.
+/// A block that compresses about 2:1: half random bytes, then half text
+/// (or, with ALLOC_BENCH_FILL=zero, half zeros: scripts/bench's
+/// "compressible" fill).
 fn block(seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
+    let zero = std::env::var("ALLOC_BENCH_FILL").is_ok_and(|f| f == "zero");
+    // (scrambled there: xorshift's first outputs from a small seed compress)
+    let mut s = if zero {
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+    } else {
+        seed | 1
+    };
     (0..BS)
         .map(|i| {
             if i < BS / 2 {
                 rng(&mut s) as u8
+            } else if zero {
+                0
             } else {
                 b"the quick brown fox jumps over the lazy dog "[i % 44]
             }
@@ -101,7 +114,20 @@ fn main() {
             a.write(&fill, off).expect("fill");
             off += fill.len() as u64;
         }
+        // ALLOC_BENCH_IDLE=S: let the zstd compactor finish (as between
+        // scripts/bench's prefill and its reads) before reading.
+        if let Some(s) = std::env::var("ALLOC_BENCH_IDLE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            std::thread::sleep(Duration::from_secs_f64(s));
+        }
+        // ALLOC_BENCH_OPS=read|write: only those rows.
+        let ops = std::env::var("ALLOC_BENCH_OPS").unwrap_or_default();
         for write in [false, true] {
+            if (write && ops == "read") || (!write && ops == "write") {
+                continue;
+            }
             for threads in [1, 2] {
                 let (r, ns) = run(&a, threads, write, secs);
                 let op = if write { "write" } else { "read" };

@@ -404,3 +404,72 @@ fn random_changes_read_back_as_on_sparse() {
         assert!(z.split_pages() > 0, "no page went to sub-frames");
     }
 }
+
+/// Small reads of split pages at every offset, checked against a sparse
+/// disk: sub-frames all of one size (where `read_split` guesses right
+/// where the first one starts) and of uneven sizes (where it guesses
+/// wrong), zero tails, a page written partly, next to a page almost empty
+/// (one frame), then a write and a trim across sub-blocks of split pages,
+/// before and after they are split again.
+#[test]
+fn split_reads_at_every_offset_and_length() {
+    let z = Zstd::with_cache(4 * P, 0);
+    let m = Sparse::new();
+    let mut s = 77u64;
+    let put = |off: usize, d: &[u8]| {
+        z.write(d, off as u64).unwrap();
+        m.write(d, off as u64).unwrap();
+    };
+    put(0, &noisy(1, 21));
+    let uneven = [SUB, 0, 100, 3000, 1, 0, 2048, 4000];
+    for (i, &l) in uneven.iter().enumerate() {
+        let mut d: Vec<u8> = (0..l).map(|_| rng(&mut s)).collect();
+        if let Some(last) = d.last_mut() {
+            *last = 1; // the data ends exactly there
+        }
+        put(PAGE + i * SUB, &d);
+    }
+    put(3 * PAGE - 10, &[9; 10]);
+    put(3 * PAGE, &noisy(1, 5)[..10_000]);
+    let check = |what: &str| {
+        z.compact();
+        let mut want = vec![0u8; 4 * PAGE];
+        m.read(&mut want, 0).unwrap();
+        for off in 0..4 * PAGE {
+            let to_sub_end = SUB - off % SUB;
+            for len in [1, 2, 63, to_sub_end, SUB] {
+                let len = len.min(4 * PAGE - off);
+                assert!(
+                    read(&z, len, off as u64) == want[off..off + len],
+                    "{what}: {len} bytes at {off}"
+                );
+            }
+            if off % 61 == 0 {
+                for len in [511, SUB + 1, 2 * SUB + 3, PAGE - off % PAGE] {
+                    let len = len.min(4 * PAGE - off);
+                    assert!(
+                        read(&z, len, off as u64) == want[off..off + len],
+                        "{what}: {len} bytes at {off}"
+                    );
+                }
+            }
+        }
+        assert!(read(&z, 4 * PAGE, 0) == want, "{what}: whole disk");
+    };
+    let form = |page: u64| match &*z.inner.table.get(page).unwrap().0.read() {
+        super::ZPage::Packed { form, .. } => Some(*form),
+        _ => None,
+    };
+    check("split");
+    for page in [0, 1, 3] {
+        assert_eq!(form(page), Some(Form::Split), "page {page}: {}", z.stats());
+    }
+    put(SUB - 5, &[3; 700]);
+    put(PAGE + 2 * SUB + 50, &noisy(1, 9)[..SUB]);
+    z.zero(5000, 3000).unwrap();
+    m.zero(5000, 3000).unwrap();
+    z.zero(SUB as u64 + 7, P + 3 * SUB as u64 - 3).unwrap();
+    m.zero(SUB as u64 + 7, P + 3 * SUB as u64 - 3).unwrap();
+    check("written and trimmed");
+    assert_eq!(form(1), Some(Form::Split), "{}", z.stats());
+}

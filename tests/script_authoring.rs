@@ -571,7 +571,7 @@ fn dump_plugin_describes_scripts_without_running_config() {
     );
     let real = |p: &str| std::fs::canonicalize(p).unwrap().display().to_string();
     let plugin = format!(
-        "name={p}\nversion={}\npath={}\napi_version=2\nmax_thread_model=parallel\nthread_model=serialize_requests\nerrno_is_preserved=1\nmagic_config_key=size\nhas_config=1\nhas_params=1\nhas_thread_model=1\nhas_get_size=1\nhas_can_multi_conn=1\nhas_pread=1\nhas_pwrite=1\nhas_flush=1\ncan_write=1\ncan_flush=1\ncan_trim=0\ncan_zero=0\ncan_fast_zero=0\ncan_extents=0\ncan_fua=emulate\ncan_multi_conn=fn can_multi_conn()\ncan_cache=none\nis_rotational=0\nparam.fill=a byte\nparam.size=the disk size\nreload=true\n",
+        "name={p}\nversion={}\npath={}\napi_version=2\nmax_thread_model=parallel\nthread_model=serialize_requests\nerrno_is_preserved=1\nmagic_config_key=size\nhas_config=1\nhas_params=1\nhas_thread_model=1\nhas_get_size=1\nhas_can_multi_conn=1\nhas_pread=1\nhas_pwrite=1\nhas_flush=1\ncan_write=1\ncan_flush=1\ncan_trim=0\ncan_zero=emulate\ncan_fast_zero=0\ncan_extents=0\ncan_fua=emulate\ncan_multi_conn=fn can_multi_conn()\ncan_cache=none\nis_rotational=0\nparam.fill=a byte\nparam.size=the disk size\nreload=true\n",
         env!("CARGO_PKG_VERSION"),
         real(&p)
     );
@@ -613,7 +613,30 @@ fn dump_plugin_describes_scripts_without_running_config() {
     assert!(
         out.contains("\nthread_model=serialize_all_requests\n")
             && out.contains("\ncan_write=0\n")
+            && out.contains("\ncan_zero=none\n")
             && out.ends_with("\nreload=false\n"),
         "{out}"
     );
+    // can_zero= is what the server does with WRITE_ZEROES: the script's
+    // zero (native), or pwrite of zeros when it has pwrite and no zero
+    // (emulate: advertised, and it zeroes).
+    let ramdisk = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ramdisk.rhai");
+    assert!(dump(&[ramdisk, "--dump-plugin"]).contains("\ncan_zero=native\n"));
+    let w = script(
+        dir.path(),
+        "w.rhai",
+        "fn config(p) { #{ d: disk(65536) } }\nfn get_size(h) { h.d.size() }\nfn pread(h, count, offset) { h.d.pread(count, offset) }\nfn pwrite(h, buf, offset) { h.d.pwrite(buf, offset) }\n",
+    );
+    assert!(dump(&[&w, "--dump-plugin"]).contains("\ncan_zero=emulate\n"));
+    let served = run_ok(
+        bin(),
+        &[
+            &w,
+            "-U",
+            "-",
+            "--run",
+            "nbdsh -u \"$uri\" -c 'h.pwrite(b\"\\xff\" * 4096, 512); print(h.can_zero()); h.zero(4096, 512); print(h.pread(8192, 0) == bytes(8192))'",
+        ],
+    );
+    assert_eq!(served, "True\nTrue\n");
 }

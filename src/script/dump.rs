@@ -1,7 +1,8 @@
 //! `--dump-plugin` for a script plugin or filter: nbdkit's `key=value`
 //! lines from the compiled script alone: the callbacks it defines
 //! (`has_NAME=1`), the capabilities they imply (`can_write=1` from `pwrite`,
-//! `can_fua=fn can_fua()` when a function decides), its thread model as the
+//! `can_zero=emulate` from `pwrite` without `zero`, `can_fua=fn can_fua()`
+//! when a function decides), its thread model as the
 //! script spells it, its parameters (`fn params()`) and magic key. `config`
 //! and `rebuild` never run, so no parameter is needed and a `config` with
 //! side effects is not triggered. Only `src/script/` may import rhai.
@@ -152,7 +153,21 @@ pub fn lines(
         (Cb::CanWrite, Some(has(Cb::Pwrite))),
         (Cb::CanFlush, Some(has(Cb::Flush))),
         (Cb::CanTrim, Some(has(Cb::Trim))),
-        (Cb::CanZero, Some(has(Cb::Zero))),
+        // What the server does with WRITE_ZEROES: the plugin's `zero`,
+        // or (as nbdkit) `pwrite` of zeros when it has none.
+        (
+            Cb::CanZero,
+            Some(
+                if code.has(Cb::Zero) {
+                    "native"
+                } else if code.has(Cb::Pwrite) {
+                    "emulate"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
+        ),
         (Cb::CanFastZero, Some("0".into())),
         (Cb::CanExtents, Some(has(Cb::Extents))),
         (

@@ -1,5 +1,6 @@
 //! A server on a network: handshake timeouts and the connection limit
-//! (300 idle clients against 256 open files), socket safety (a live
+//! (300 idle clients against 256 open files; out of descriptors logged
+//! once a second), socket safety (a live
 //! socket is never taken over, `-U -` is private and unpredictable),
 //! `$uri` percent-encoding, `--run` exit codes, and requests other servers
 //! refuse early (a 5000-byte EXPORT_NAME, a 4 GiB WRITE).
@@ -126,26 +127,35 @@ assert c.closed() and 0.5 < time.time() - t < 5, time.time() - t
     assert_eq!(o.trim(), "bytearray(b'\\x00\\x00\\x00\\x00')");
 }
 
-#[test]
-fn idle_clients_cannot_lock_out_a_good_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s");
-    let pid = dir.path().join("pid");
-    let mut child = std::process::Command::new("prlimit")
-        .arg("--nofile=256:256")
+/// `nbdscript ARGS memory 1M` on `dir/s` limited to `nofile` open files,
+/// its stderr in `dir/err`; returned once its pidfile says it is ready.
+fn served_with_few_files(dir: &std::path::Path, nofile: u32, args: &[&str]) -> std::process::Child {
+    let pid = dir.join("pid");
+    let child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
         .arg(bin())
         .arg("-f")
         .arg("-U")
-        .arg(&sock)
+        .arg(dir.join("s"))
         .arg("-P")
         .arg(&pid)
+        .args(args)
         .args(["memory", "1M"])
+        .stderr(std::fs::File::create(dir.join("err")).unwrap())
         .spawn()
         .unwrap();
     let start = Instant::now();
     while !pid.exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+#[test]
+fn idle_clients_cannot_lock_out_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s");
+    let mut child = served_with_few_files(dir.path(), 256, &[]);
     let prog = format!(
         "{RAW}\n{}",
         r#"
@@ -170,6 +180,73 @@ print("done %.3f" % el)
         text.contains("done"),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Out of descriptors for about a second: a warning or two, not one
+    // per failed accept.
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let w: Vec<&str> = err.lines().filter(|l| l.contains("accept fail")).collect();
+    assert!(w.len() <= 3, "{} accept warnings: {w:#?}", w.len());
+}
+
+#[test]
+fn out_of_descriptors_is_logged_once_a_second_with_a_count() {
+    // Idle clients arriving for 2.5 s against 256 open files: once the
+    // descriptors are gone every accept fails first and an idle handshake
+    // is closed to make room (hundreds a second). The warnings stay at
+    // about one a second, and count the failures they stand for.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s");
+    let mut child = served_with_few_files(dir.path(), 256, &["--max-connections=1000"]);
+    let prog = format!(
+        "{RAW}\n{}",
+        r#"
+import resource, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
+if soft < want: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+idle = []; t0 = time.time()
+while time.time() - t0 < 2.5 and len(idle) < want - 100:
+    x = socket.socket(socket.AF_UNIX); x.connect(path); x.settimeout(20); idle.append(x)
+    x.recv(18)     # the greeting, or EOF when it was closed to make room
+c = C(); c.opt(8); c.reps(); assert c.go()[-1][1] == 1
+print("idle", len(idle))
+"#
+    );
+    let out = run("/usr/bin/python3", &["-c", &prog, sock.to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("idle"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let w: Vec<&str> = err.lines().filter(|l| l.contains("accept fail")).collect();
+    assert!(
+        w[0].ends_with("accept failed: Too many open files (os error 24)"),
+        "{w:#?}"
+    );
+    // 2.5 s: three of each kind at most (at 0, 1 and 2 s).
+    assert!(w.len() <= 6, "{} accept warnings: {w:#?}", w.len());
+    // Every later warning counts the failures not logged before it.
+    let counted: u64 = w[1..]
+        .iter()
+        .map(|l| {
+            let n = match l.strip_suffix(" more since the last warning)") {
+                Some(l) => l.rsplit_once(" (").map(|(_, n)| n),
+                None => l.split_once("listen: ").and_then(|(_, r)| {
+                    r.strip_suffix(" more accept failures since the last warning; accepting again")
+                }),
+            };
+            n.unwrap_or_else(|| panic!("no count in {l:?}"))
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        counted >= 100,
+        "only {counted} failures counted: {w:#?}\n{text}"
     );
 }
 

@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
@@ -169,6 +170,7 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
     let conns = Arc::new(Conns::default());
     let max = shared.config.max_connections.max(1);
     let mut id: u64 = 0;
+    let mut failures = FailureLog::default();
     loop {
         if *shutdown.borrow() {
             break;
@@ -178,6 +180,9 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
             _ = tasks.join_next(), if !tasks.is_empty() => continue,
             res = accept(&listener, shared.config.keepalive) => match res {
                 Ok((t, peer)) => {
+                    if let Some(n) = failures.accepted(Instant::now()) {
+                        warn!("{n} more accept failures since the last warning; accepting again");
+                    }
                     id += 1;
                     if conns.len() >= max && !conns.evict_one() {
                         warn!(%peer, "connection limit {max} reached: refusing");
@@ -195,12 +200,17 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
                 }
                 Err(e) => {
                     // Out of descriptors or similar: make room by closing
-                    // an idle handshake, or back off briefly.
-                    warn!("accept failed: {e}");
+                    // an idle handshake, or back off briefly. Every retry
+                    // may fail again: one warning a second.
+                    match failures.failed(Instant::now()) {
+                        Some(0) => warn!("accept failed: {e}"),
+                        Some(n) => warn!("accept failed: {e} ({n} more since the last warning)"),
+                        None => {}
+                    }
                     if !conns.evict_one() {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     } else {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
             }
@@ -212,6 +222,52 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
         // taken the path since.
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino) {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// At most one accept warning per this long.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Accept failures come in floods (out of descriptors, every retry fails
+/// again until a connection ends): they are logged at most once per
+/// [`FAILURE_LOG_EVERY`], each warning with the count of those that were
+/// not.
+#[derive(Default)]
+struct FailureLog {
+    /// When the last warning was logged.
+    last: Option<Instant>,
+    /// Failures since then, not logged.
+    unlogged: u64,
+}
+
+impl FailureLog {
+    /// A failure at `now`: `Some(n)` when it is to be logged, `n` being
+    /// the failures not logged before it.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < FAILURE_LOG_EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+
+    /// An accept that worked at `now`: `Some(n)` when the `n` failures
+    /// not logged yet are to be logged now (no sooner than a warning
+    /// period after the last one, so failures and successes alternating
+    /// cannot flood either).
+    fn accepted(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if self.unlogged > 0 && now.duration_since(t) >= FAILURE_LOG_EVERY => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+            _ => None,
         }
     }
 }
@@ -280,4 +336,37 @@ async fn accept(l: &Listener, keepalive: bool) -> std::io::Result<(Transport, St
     };
     sock.set_nonblocking(false)?;
     Ok((Transport::Plain(Arc::new(sock)), peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_a_second_with_a_count() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut f = FailureLog::default();
+        // A flood: a failure every 50 ms for 2.5 s.
+        let logged: Vec<(u64, u64)> = (0..50)
+            .filter_map(|i| f.failed(at(i * 50)).map(|n| (i * 50, n)))
+            .collect();
+        assert_eq!(logged, [(0, 0), (1000, 19), (2000, 19)]);
+        // Accepting again: the 9 failures since 2000 ms are told, but not
+        // before a second has passed since that warning.
+        assert_eq!(f.accepted(at(2500)), None);
+        assert_eq!(f.accepted(at(3000)), Some(9));
+        assert_eq!(f.accepted(at(4500)), None, "nothing left to tell");
+        // Failures alternating with successes: still one line a second.
+        let mut lines = 0;
+        for i in 0..40 {
+            lines += f.failed(at(5000 + i * 50)).is_some() as u32;
+            lines += f.accepted(at(5000 + i * 50 + 25)).is_some() as u32;
+        }
+        assert!(lines <= 3, "{lines} lines in 2 s");
+        // A lone failure long after is logged at once, with no count.
+        let mut g = FailureLog::default();
+        assert_eq!(g.failed(at(0)), Some(0));
+        assert_eq!(g.failed(at(5000)), Some(0));
+    }
 }

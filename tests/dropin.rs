@@ -62,6 +62,43 @@ fn forks_into_the_background_once_ready() {
     assert!(!sock.exists(), "socket left behind");
 }
 
+/// `-f` and `--exit-with-parent` keep the server in the foreground, as
+/// nbdkit: the process started is the one serving and named in the pidfile.
+#[test]
+fn foreground_flags_do_not_fork() {
+    for flag in ["-f", "--exit-with-parent"] {
+        let d = tempfile::tempdir().unwrap();
+        let pidf = d.path().join("pid");
+        let sock = d.path().join("sock");
+        let mut child = nbdscript()
+            .args([flag, "--print-uri", "-P", pidf.to_str().unwrap()])
+            .args(["-U", sock.to_str().unwrap(), "memory", "1M"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("nbd+unix://"), "{flag}: {line:?}");
+        let pid: u32 = std::fs::read_to_string(&pidf)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(pid, child.id(), "{flag}: the pidfile names another process");
+        let uri = format!("nbd+unix:///?socket={}", sock.display());
+        assert_eq!(run_ok("nbdinfo", &["--size", &uri]).trim(), "1048576");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{flag}: the process started has exited"
+        );
+        sh(&format!("kill -TERM {pid}"));
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{flag}");
+    }
+}
+
 #[test]
 fn a_daemon_that_fails_to_start_reports_it() {
     let d = tempfile::tempdir().unwrap();

@@ -462,6 +462,8 @@ fn log_filter_writes_lines() {
     let text = std::fs::read_to_string(&log).unwrap();
     for want in [
         "Ready thread_model=3",
+        "Preconnect id=1 readonly=0 ...",
+        "...Preconnect id=1 return=0",
         "connection=1 Connect export=\"\" tls=0 size=0x100000",
         "connection=1 Write id=1 offset=0x1000 count=0x200 fua=0 ...",
         "connection=1 ...Write id=1 return=0",

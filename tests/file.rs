@@ -225,3 +225,87 @@ fn file_can_fua_and_cache_as_nbdkit() {
         assert_eq!(probe(bin()), probe("nbdkit"), "--can {what}");
     }
 }
+
+#[test]
+fn a_fragmented_file_maps_correctly_and_req_one_stops_at_one_extent() {
+    // 3000 data blocks of 4 KiB, each followed by an 8 KiB hole: 6000
+    // extents over 36 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("frag.img");
+    let f = std::fs::File::create(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    for i in 0..3000u64 {
+        f.write_all_at(&[0x5a; 4096], i * 12288).unwrap();
+    }
+    f.set_len(3000 * 12288).unwrap();
+    drop(f);
+    let log = dir.path().join("log.txt");
+    let s = Server::start(&[
+        "file",
+        img.to_str().unwrap(),
+        "--filter=log",
+        &format!("logfile={}", log.display()),
+    ]);
+    // qemu-img's map of the export is the map of the file itself (both
+    // read by qemu-img: the file through SEEK_DATA/SEEK_HOLE).
+    let runs = |args: &[&str]| -> Vec<(u64, u64, bool)> {
+        let out = run_ok("qemu-img", args);
+        // One `{ "start": N, "length": N, ..., "data": B, ... }` per run.
+        out.split('{')
+            .skip(1)
+            .map(|e| {
+                let num = |k: &str| -> u64 {
+                    let v = e.split(&format!("\"{k}\": ")).nth(1).unwrap();
+                    v[..v.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                        .parse()
+                        .unwrap()
+                };
+                (num("start"), num("length"), e.contains("\"data\": true"))
+            })
+            .collect()
+    };
+    let theirs = runs(&["map", "--output=json", "-f", "raw", img.to_str().unwrap()]);
+    assert_eq!(theirs.len(), 6000, "{:?}", &theirs[..4]);
+    let ours = runs(&["map", "--output=json", "--image-opts", &s.qemu_opts()]);
+    assert_eq!(ours, theirs);
+    // nbdinfo --map (whole-range requests, no REQ_ONE) agrees too.
+    let map = run_ok("nbdinfo", &["--map", &s.uri]);
+    let lines: Vec<(u64, u64, u32)> = map
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (
+                w[0].parse().unwrap(),
+                w[1].parse().unwrap(),
+                w[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, u32)> = theirs
+        .iter()
+        .map(|&(o, l, d)| (o, l, if d { 0 } else { 3 }))
+        .collect();
+    assert_eq!(lines, want);
+    // REQ_ONE over the whole file: the plugin stops at the first extent
+    // (nbdkit's file plugin does), it does not walk 6000 of them.
+    let out = s.nbdsh(
+        r#"
+got = []
+h.block_status(3000 * 12288, 0, lambda m, o, e, err: got.extend(e), nbd.CMD_FLAG_REQ_ONE)
+print(got)
+"#,
+    );
+    assert_eq!(out.trim(), "[4096, 0]");
+    let (_, _) = s.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text
+        .lines()
+        .rfind(|l| l.contains("...Extents id="))
+        .unwrap_or_else(|| panic!("no Extents in the log:\n{text}"));
+    let list = last.split("extents=(").nth(1).unwrap();
+    assert!(
+        list.starts_with("0x0 0x1000 ") && list.matches("0x").count() == 2,
+        "the plugin walked past the first extent: {}",
+        &last[..last.len().min(300)]
+    );
+}

@@ -3,7 +3,8 @@
 //! chosen by the export name and listed by NBD_OPT_LIST. pread/pwrite,
 //! flush as fdatasync, FUA as fdatasync after the write, cache as
 //! posix_fadvise(WILLNEED), trim as hole punching, zero with fallocate,
-//! extents from SEEK_DATA/SEEK_HOLE; read-only when the file is. Same
+//! extents from SEEK_DATA/SEEK_HOLE (one with REQ_ONE, at most
+//! `Extents::MAX` per request); read-only when the file is. Same
 //! parameters as nbdkit-file-plugin (`file=`, the magic key; `dir=`,
 //! `directory=`; `fadvise=`; `cache=`).
 
@@ -235,6 +236,46 @@ fn last_os(what: &str) -> BackendError {
 }
 
 impl FileHandle {
+    /// Extents from SEEK_DATA/SEEK_HOLE, one seek per extent: stops after
+    /// the first with `req_one` (as nbdkit), and after `max` (the reply
+    /// may describe less than was asked; clients ask again from where it
+    /// ends), so a fragmented file costs bounded work per request whatever
+    /// its length.
+    fn walk_extents(&self, count: u64, offset: u64, req_one: bool, max: usize) -> Result<Extents> {
+        let end = offset + count;
+        let mut e = Extents::new(offset, count);
+        let mut pos = offset;
+        let max = if req_one { 1 } else { max };
+        while pos < end && e.len() < max {
+            let data = match self.seek(pos, libc::SEEK_DATA) {
+                Some(d) => d,
+                None => {
+                    // ENXIO: no data after pos, or SEEK_DATA unsupported.
+                    let err = std::io::Error::last_os_error();
+                    if err.raw_os_error() == Some(libc::ENXIO) {
+                        e.add(pos, end - pos, extent_type::HOLE | extent_type::ZERO)?;
+                    } else {
+                        e.add(pos, end - pos, extent_type::DATA)?;
+                    }
+                    break;
+                }
+            };
+            if data > pos {
+                e.add(
+                    pos,
+                    data.min(end) - pos,
+                    extent_type::HOLE | extent_type::ZERO,
+                )?;
+                pos = data;
+                continue;
+            }
+            let hole = self.seek(pos, libc::SEEK_HOLE).unwrap_or(end);
+            e.add(pos, hole.max(pos + 1).min(end) - pos, extent_type::DATA)?;
+            pos = hole.max(pos + 1);
+        }
+        Ok(e)
+    }
+
     fn fallocate(&self, mode: i32, count: u64, offset: u64) -> std::io::Result<()> {
         // SAFETY: fallocate on an owned, open descriptor with checked values.
         let r = unsafe {
@@ -423,37 +464,10 @@ impl Backend for FileHandle {
         self.zero_range(count, offset, f)?;
         self.fua(f)
     }
-    fn extents(&self, count: u64, offset: u64, _flags: u32) -> Result<Extents> {
-        let end = offset + count;
-        let mut e = Extents::new(offset, count);
-        let mut pos = offset;
-        while pos < end {
-            let data = match self.seek(pos, libc::SEEK_DATA) {
-                Some(d) => d,
-                None => {
-                    // ENXIO: no data after pos, or SEEK_DATA unsupported.
-                    let err = std::io::Error::last_os_error();
-                    if err.raw_os_error() == Some(libc::ENXIO) {
-                        e.add(pos, end - pos, extent_type::HOLE | extent_type::ZERO)?;
-                    } else {
-                        e.add(pos, end - pos, extent_type::DATA)?;
-                    }
-                    break;
-                }
-            };
-            if data > pos {
-                e.add(
-                    pos,
-                    data.min(end) - pos,
-                    extent_type::HOLE | extent_type::ZERO,
-                )?;
-                pos = data;
-                continue;
-            }
-            let hole = self.seek(pos, libc::SEEK_HOLE).unwrap_or(end);
-            e.add(pos, hole.max(pos + 1).min(end) - pos, extent_type::DATA)?;
-            pos = hole.max(pos + 1);
-        }
-        Ok(e)
+    fn extents(&self, count: u64, offset: u64, f: u32) -> Result<Extents> {
+        self.walk_extents(count, offset, f & flags::REQ_ONE != 0, Extents::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests;

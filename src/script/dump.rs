@@ -7,7 +7,8 @@
 //! and `rebuild` never run, so no parameter is needed and a `config` with
 //! side effects is not triggered. Only `src/script/` may import rhai.
 
-use super::code::{self, call_raw, Args, Cb, Code, Kind};
+use super::call::{call_raw, Args};
+use super::code::{self, Cb, Code, Kind};
 use super::memory::Budget;
 use super::{ScriptOptions, ScriptSource};
 use crate::params::ConfigError;

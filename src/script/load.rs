@@ -5,7 +5,8 @@
 //! `rebuild` and swaps it in, saying what changed for open connections.
 //! Only `src/script/` may import rhai.
 
-use super::code::{call_raw, compile, parse_model, share_entries, Args, Cb, Code, Kind};
+use super::call::{call_raw, Args};
+use super::code::{compile, parse_model, share_entries, Cb, Code, Kind};
 use super::engine::Imports;
 use super::memory::Budget;
 use super::{dump, rebuild, report};

@@ -14,6 +14,7 @@
 mod budget;
 mod bulk;
 mod bytes;
+mod call;
 mod code;
 mod dump;
 mod engine;

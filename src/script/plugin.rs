@@ -3,7 +3,8 @@
 //! which callbacks exist (overridden by `can_*`), the thread model's locks,
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
-use super::code::{call_conv, call_raw, contract, Args, Cb, Code, Kind};
+use super::call::{call_conv, call_raw, Args};
+use super::code::{contract, Cb, Code, Kind};
 use super::load::Host;
 use super::host::array_to_extents;
 use super::memory;

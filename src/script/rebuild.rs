@@ -8,7 +8,8 @@
 //! (it assigns a fresh image, or keeps the old disk). Only `src/script/`
 //! may import rhai.
 
-use super::code::{call_raw, Args, Cb, Code};
+use super::call::{call_raw, Args};
+use super::code::{Cb, Code};
 use super::memory::Budget;
 use super::ScriptOptions;
 use crate::params::ConfigError;

@@ -1,0 +1,156 @@
+//! Calling a callback of a compiled script ([`Code`]): the arguments on
+//! the stack ([`Args`]), then the fast path (`eval_ast(false)`, a fresh
+//! `Scope`, arguments moved in, trailing flags dropped to the script's
+//! arity) on the script stack, within its memory budget and time limit,
+//! with the result checked and errors mapped to the client's errno.
+
+use super::code::{Cb, Code};
+use super::host;
+use super::memory::{self, Budget};
+use super::ScriptOptions;
+use super::{budget, stack, state};
+use crate::backend::BackendError;
+use rhai::{Blob, CallFnOptions, Dynamic, FuncArgs, Scope};
+
+/// The most arguments a callback takes (`next, h, count, offset, flags`).
+const MAX_ARGS: usize = 5;
+
+/// A callback's arguments, on the stack (no `Vec` per call); moved into
+/// the script's scope, never cloned.
+pub struct Args {
+    v: [Dynamic; MAX_ARGS],
+    n: usize,
+}
+
+impl Args {
+    pub fn new<const N: usize>(a: [Dynamic; N]) -> Args {
+        let mut args = Args {
+            v: Default::default(),
+            n: 0,
+        };
+        for d in a {
+            args.push(d);
+        }
+        args
+    }
+
+    /// Add an argument at the end (ignored beyond `MAX_ARGS`, which no
+    /// callback reaches).
+    pub fn push(&mut self, d: Dynamic) {
+        if let Some(slot) = self.v.get_mut(self.n) {
+            *slot = d;
+            self.n += 1;
+        }
+    }
+
+    /// Add an argument in front.
+    pub fn push_front(&mut self, d: Dynamic) {
+        if self.n < MAX_ARGS {
+            self.v[..=self.n].rotate_right(1);
+            self.v[0] = d;
+            self.n += 1;
+        }
+    }
+}
+
+impl FuncArgs for Args {
+    fn parse<A: Extend<Dynamic>>(mut self, args: &mut A) {
+        args.extend(self.v[..self.n].iter_mut().map(std::mem::take));
+    }
+}
+
+/// The call path: no top-level re-run, a fresh scope, arguments moved in,
+/// trailing optional arguments (flags) dropped to the script's arity.
+pub fn call_raw(
+    code_opts: &ScriptOptions,
+    budget: &Budget,
+    code: &Code,
+    file: &str,
+    cb: Cb,
+    args: Args,
+) -> Result<Dynamic, BackendError> {
+    call_conv(code_opts, budget, code, file, cb, args, Ok)
+}
+
+/// `call_raw`, with the result converted by `conv` while the script's
+/// memory budget still counts (what `conv` frees is the script's).
+pub fn call_conv<T>(
+    code_opts: &ScriptOptions,
+    budget: &Budget,
+    code: &Code,
+    file: &str,
+    cb: Cb,
+    mut args: Args,
+    conv: impl FnOnce(Dynamic) -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    let n = code.arity(cb).ok_or_else(|| {
+        BackendError::io(format!("{file}: the script does not define {}", cb.name()))
+    })?;
+    args.n = args.n.min(n);
+    // Buffers handed in (a `pwrite`'s) become this script's.
+    for a in &args.v[..args.n] {
+        if let Some(b) = a.read_lock::<Blob>() {
+            memory::transfer(b.capacity(), Some(budget));
+        }
+    }
+    // The call, its error mapping and the drop of what it leaves behind all
+    // run on the script stack (deep values are only ever touched there),
+    // counted in the script's memory budget.
+    let r = stack::run(|| {
+        memory::scope(budget, || {
+            let r = budget::with_deadline(code_opts.timeout, || {
+                code.engine.call_fn_with_options::<Dynamic>(
+                    CallFnOptions::new().eval_ast(false).rewind_scope(false),
+                    &mut Scope::new(),
+                    &code.ast,
+                    cb.name(),
+                    args,
+                )
+            });
+            match r {
+                Ok(v) => {
+                    let v = v.flatten();
+                    if state::too_deep(&v) {
+                        state::drop_flat(v);
+                        let msg =
+                            state::too_deep_message(&format!("{file}: {}: the result", cb.name()));
+                        super::report::warn(&format!("{msg} (the client gets EIO)"));
+                        return Err(BackendError::io(msg));
+                    }
+                    if let Err(e) = code.engine.ensure_data_size_within_limits(&v) {
+                        let msg = format!(
+                            "{}: {}: the result: {}",
+                            code.at(file, cb),
+                            cb.name(),
+                            host::strip_pos(&e.to_string())
+                        );
+                        super::report::warn(&format!("{msg} (the client gets EIO)"));
+                        return Err(BackendError::io(msg));
+                    }
+                    conv(v)
+                }
+                Err(e) => {
+                    let (mut err, intended) = host::to_backend_error_kind(&e, file, cb.name());
+                    drop(e);
+                    // No position (a budget stopped the call): the callback's own.
+                    if let Some(rest) = err.message.strip_prefix(&format!("{file}: ")) {
+                        err.message = format!("{}: {rest}", code.at(file, cb));
+                    }
+                    if intended {
+                        tracing::debug!(target: "script", "{}", err.message);
+                    } else {
+                        super::report::warn(&format!(
+                            "{} (the client gets {})",
+                            err.message, err.errno
+                        ));
+                    }
+                    Err(err)
+                }
+            }
+        })
+    });
+    if r.is_err() {
+        stack::release();
+    }
+    r
+}

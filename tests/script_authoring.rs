@@ -475,7 +475,7 @@ fn example_header_commands_run_as_written() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".rhai"))
         // The image examples' commands are run (in a scratch directory) by
-        // stdlib::image_examples_header_commands_run.
+        // stdlib::examples::image_examples_header_commands_run.
         .filter(|n| !matches!(n.as_str(), "efi.rhai" | "floppy.rhai" | "numbered.rhai"))
         .collect();
     names.sort();

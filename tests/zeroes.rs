@@ -146,3 +146,102 @@ fn noextents_shows_everything_as_data_as_nbdkit() {
     // Without the filter the holes show.
     assert!(map(bin(), false).contains("hole,zero"));
 }
+
+/// nbdsh: write `x`s at `AT`, ask for a fast zero over them, then print
+/// the errno (or `zeroed`), the flags and the first bytes there.
+const FAST_ZERO_PY: &str = "at = AT
+h.pwrite(b\"x\" * 4096, at)
+try:
+    h.zero(4096, at, nbd.CMD_FLAG_FAST_ZERO)
+    print(\"zeroed\")
+except nbd.Error as e:
+    print(e.errno)
+print(h.can_zero(), h.can_fast_zero(), h.pread(4, at))";
+
+/// nbdinfo's `can_fast_zero` line for `PROG -U - ARGS`.
+fn json_fast_zero(prog: &str, args: &[&str]) -> String {
+    let mut a = vec!["-U", "-"];
+    a.extend(args);
+    a.extend(["--run", "nbdinfo --json \"$uri\""]);
+    let out = run_ok(prog, &a);
+    let line = out.lines().find(|l| l.contains("\"can_fast_zero\""));
+    line.unwrap_or_else(|| panic!("{out}")).trim().to_string()
+}
+
+#[test]
+fn fast_zero_without_native_zero_fails_at_once_as_nbdkit() {
+    // nbdkit's rule: a plugin without a native zero advertises fast zero,
+    // and the server answers a fast zero with ENOTSUP before writing.
+    let d = tempfile::tempdir().unwrap();
+    let nozero = script(
+        d.path(),
+        "nozero.rhai",
+        "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
+",
+    );
+    let not_native = script(
+        d.path(),
+        "notnative.rhai",
+        "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
+fn zero(h, count, offset, flags) { h.disk.zero(count, offset) }
+fn can_zero(h) { false }
+",
+    );
+    let py = FAST_ZERO_PY.replace("AT", "0");
+    let want = "ENOTSUP\nTrue True bytearray(b'xxxx')\n";
+    for p in [&nozero, &not_native] {
+        let s = Server::start(&[p.as_str()]);
+        assert_eq!(s.nbdsh(&py), want, "{p}");
+        assert_eq!(
+            json_fast_zero(bin(), &[p]),
+            "\"can_fast_zero\": true,",
+            "{p}"
+        );
+    }
+    // A script with a native zero says can_fast_zero itself (nbdkit's
+    // default is false there too).
+    let native = script(
+        d.path(),
+        "native.rhai",
+        "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
+fn zero(h, count, offset, flags) { h.disk.zero(count, offset) }
+",
+    );
+    assert_eq!(
+        json_fast_zero(bin(), &[&native]),
+        "\"can_fast_zero\": false,"
+    );
+
+    // partitioning (its partition is written through, no zero): the same
+    // answer, flags and bytes as nbdkit's, and the file is not zeroed.
+    let py = FAST_ZERO_PY.replace("AT", "1048576");
+    for prog in ["nbdkit", bin()] {
+        let img = d.path().join("part.img");
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        let i = img.to_str().unwrap();
+        let out = run_ok(
+            prog,
+            &["-U", "-", "partitioning", i, "--run", &nbdsh_cmd(&py)],
+        );
+        assert_eq!(out, want, "{prog}");
+        assert_eq!(
+            &std::fs::read(&img).unwrap()[..4096],
+            &[b'x'; 4096],
+            "{prog}"
+        );
+        assert_eq!(
+            json_fast_zero(prog, &["partitioning", i]),
+            "\"can_fast_zero\": true,",
+            "{prog}"
+        );
+    }
+}

@@ -53,7 +53,9 @@ macro_rules! capabilities_from {
             Ok(self.$caps.zero)
         }
         fn can_fast_zero(&self) -> Result<bool> {
-            Ok(self.$caps.fast_zero)
+            // nbdkit's rule: without a native `zero` the server fails
+            // fast-zero requests at once, so fast zero is advertised.
+            Ok(self.$caps.fast_zero || !self.$caps.zero)
         }
         fn can_extents(&self) -> Result<bool> {
             Ok(self.$caps.extents)

@@ -43,6 +43,9 @@ pub struct Capabilities {
     /// `zero` is native; otherwise WRITE_ZEROES is emulated with `pwrite`.
     pub zero: bool,
     /// `zero` honours [`flags::FAST_ZERO`] (fails with ENOTSUP when slow).
+    /// Without a native `zero` fast zero is advertised whatever this says,
+    /// as in nbdkit: the server fails each fast-zero request with ENOTSUP
+    /// at once rather than emulating it with `pwrite`.
     pub fast_zero: bool,
     /// `extents` describes holes and zeros (NBD_CMD_BLOCK_STATUS).
     pub extents: bool,

@@ -424,8 +424,13 @@ pub trait Backend: Send + Sync + 'static {
     fn advertise_zero(&self) -> Result<bool> {
         pass!(self, advertise_zero(), Ok(true))
     }
+    /// A plugin's default is nbdkit's: fast zero is advertised when
+    /// `zero` is not native (`can_zero` false), since the server then
+    /// fails every fast-zero request at once with ENOTSUP instead of
+    /// emulating it with `pwrite`; a native `zero` may not honour
+    /// [`flags::FAST_ZERO`], so it says so itself.
     fn can_fast_zero(&self) -> Result<bool> {
-        pass!(self, can_fast_zero(), Ok(false))
+        pass!(self, can_fast_zero(), Ok(!self.can_zero()?))
     }
     fn can_extents(&self) -> Result<bool> {
         pass!(self, can_extents(), Ok(false))

@@ -338,7 +338,17 @@ impl Backend for Layer {
         self.query(Cb::CanZero, to_bool, |n| n.can_zero(), |c| c.has(Cb::Zero))
     }
     fn can_fast_zero(&self) -> Result<bool> {
-        self.query(Cb::CanFastZero, to_bool, |n| n.can_fast_zero(), |_| false)
+        // nbdkit's default for a plugin: true when `zero` is not native.
+        let native_zero = match self.next {
+            None if !self.code().has(Cb::CanFastZero) => self.can_zero()?,
+            _ => false,
+        };
+        self.query(
+            Cb::CanFastZero,
+            to_bool,
+            |n| n.can_fast_zero(),
+            |_| !native_zero,
+        )
     }
     fn can_extents(&self) -> Result<bool> {
         self.query(

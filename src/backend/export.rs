@@ -199,6 +199,21 @@ impl Export {
         self.fua_after(fua)
     }
 
+    /// NBD_CMD_WRITE from a borrowed buffer (a layer that wants to own
+    /// the bytes copies them, as it would have to anyway).
+    pub fn write_slice(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.writable("write")?;
+        check_range(
+            self.info.size,
+            buf.len() as u64,
+            offset,
+            Errno::NoSpc,
+            "write",
+        )?;
+        self.top.pwrite(buf, offset, self.fua_flag(fua))?;
+        self.fua_after(fua)
+    }
+
     /// NBD_CMD_FLUSH.
     pub fn flush(&self) -> Result<()> {
         if !self.info.can_flush {

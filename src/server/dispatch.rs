@@ -28,6 +28,14 @@ impl ConnInfo {
     }
 }
 
+/// A WRITE's payload: its own buffer (a payload that was still arriving
+/// is received straight into it), or a slice of the connection's receive
+/// buffer when it had all arrived (no allocation, no copy).
+pub enum Payload {
+    Owned(Vec<u8>),
+    Shared(bytes::Bytes),
+}
+
 /// The frames of a reply given without reaching the export.
 pub struct Reply {
     pub head: BytesMut,
@@ -161,7 +169,7 @@ pub fn validate(req: &Request, ci: &ConnInfo) -> Result<(), BackendError> {
 pub fn refusal(
     req: &Request,
     valid: Result<(), BackendError>,
-    payload: &Option<Vec<u8>>,
+    payload: &Option<Payload>,
     ci: &ConnInfo,
 ) -> Option<Reply> {
     if let Err(e) = valid {
@@ -202,7 +210,7 @@ fn error_into(out: &mut BytesMut, req: &Request, ci: &ConnInfo, e: &BackendError
 pub fn execute_into(
     export: &Export,
     req: &Request,
-    payload: Option<Vec<u8>>,
+    payload: Option<Payload>,
     ci: &ConnInfo,
     out: &mut BytesMut,
     big: &mut Vec<u8>,
@@ -214,7 +222,11 @@ pub fn execute_into(
             block_status(export, req, ci, out);
             return None;
         }
-        CMD_WRITE => export.write(payload.unwrap_or_default(), req.offset, fua),
+        CMD_WRITE => match payload {
+            Some(Payload::Shared(b)) => export.write_slice(&b, req.offset, fua),
+            Some(Payload::Owned(v)) => export.write(v, req.offset, fua),
+            None => export.write(Vec::new(), req.offset, fua),
+        },
         CMD_FLUSH => export.flush(),
         CMD_TRIM => export.trim(req.length, req.offset, fua),
         CMD_WRITE_ZEROES => export.zero(
@@ -433,7 +445,7 @@ mod tests {
     /// length => errno.
     type Case = (&'static str, ReplyMode, u16, bool, u16, u16, u64, u64, Option<Errno>);
     /// name, connection, request, payload => errno of the reply.
-    type Refusal = (&'static str, ConnInfo, Request, Option<Vec<u8>>, Option<u32>);
+    type Refusal = (&'static str, ConnInfo, Request, Option<Payload>, Option<u32>);
 
     #[test]
     fn request_validation_table() {
@@ -529,14 +541,14 @@ mod tests {
     fn refusal_table() {
         let rw = conn(SIMPLE, RW, false);
         let ro = conn(SIMPLE, RO, false);
-        let data = Some(vec![0u8; 512]);
+        let data = || Some(Payload::Owned(vec![0u8; 512]));
         // name, connection, request, its payload (None: discarded) => the
         // errno of the error reply sent without reaching the export
         let cases: &[Refusal] = &[
-            ("valid write", rw, req(CMD_WRITE, 0, 0, 512), data.clone(), None),
+            ("valid write", rw, req(CMD_WRITE, 0, 0, 512), data(), None),
             ("write whose payload was discarded", rw, req(CMD_WRITE, 0, 0, 512), None, Some(22)),
             ("read of zero length", rw, req(CMD_READ, 0, 0, 0), None, Some(22)),
-            ("write on a read-only export", ro, req(CMD_WRITE, 0, 0, 512), data.clone(), Some(1)),
+            ("write on a read-only export", ro, req(CMD_WRITE, 0, 0, 512), data(), Some(1)),
             ("zero of zero length", rw, req(CMD_WRITE_ZEROES, 0, 0, 0), None, Some(28)),
             ("valid read", ro, req(CMD_READ, 0, 0, 512), None, None),
         ];

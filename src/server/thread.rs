@@ -98,7 +98,7 @@ struct ReadSide {
 /// A request taken from the socket, with its payload or its refusal.
 struct Taken {
     req: crate::protocol::Request,
-    payload: Option<Vec<u8>>,
+    payload: Option<dispatch::Payload>,
     refused: Option<dispatch::Reply>,
 }
 
@@ -318,6 +318,13 @@ impl<'env> Conn<'env> {
             _ if self.helping.load(SeqCst) => TAKE_MAX,
             _ => TAKE_ALONE,
         };
+        // Payloads may be slices of the buffer only while no other worker
+        // reads into it (else every read would need a new buffer).
+        let share = match self.mode {
+            Mode::One => true,
+            Mode::Helper => !self.helping.load(SeqCst),
+            Mode::Pool(_) => false,
+        };
         // Bytes of read replies taken: the batch stays under BATCH.
         let mut reply_bytes = 0u64;
         while out.len() < max && !rd.end && reply_bytes < BATCH as u64 {
@@ -362,7 +369,7 @@ impl<'env> Conn<'env> {
                 discard(self.sock, &mut rd.buf, plen)?;
                 None
             } else {
-                Some(read_payload(self.sock, &mut rd.buf, plen as usize)?)
+                Some(read_payload(self.sock, &mut rd.buf, plen as usize, share)?)
             };
             let refused = dispatch::refusal(&req, valid, &payload, &self.ci);
             let ends = refused.is_none()
@@ -430,9 +437,19 @@ fn client_probe(sock: &Transport) -> Option<crate::backend::shutdown::ClientProb
     }
 }
 
-/// Take `n` payload bytes: what is buffered, then the rest in one
-/// waiting `recv` straight into the payload's own buffer.
-fn read_payload(sock: &Transport, buf: &mut BytesMut, n: usize) -> io::Result<Vec<u8>> {
+/// Take `n` payload bytes: a slice of `buf` when they are all there and
+/// `share` allows it (not copied: `buf` is reused in place once the
+/// request is done), else what is buffered, then the rest in one waiting
+/// `recv` straight into the payload's own buffer.
+fn read_payload(
+    sock: &Transport,
+    buf: &mut BytesMut,
+    n: usize,
+    share: bool,
+) -> io::Result<dispatch::Payload> {
+    if share && buf.len() >= n {
+        return Ok(dispatch::Payload::Shared(buf.split_to(n).freeze()));
+    }
     let have = buf.len().min(n);
     let mut v = BytesMut::with_capacity(n);
     v.extend_from_slice(&buf[..have]);
@@ -443,7 +460,7 @@ fn read_payload(sock: &Transport, buf: &mut BytesMut, n: usize) -> io::Result<Ve
             return Err(vanished());
         }
     }
-    Ok(v.into())
+    Ok(dispatch::Payload::Owned(v.into()))
 }
 
 /// Skip `n` payload bytes without allocating them.

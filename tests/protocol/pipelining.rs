@@ -1,5 +1,6 @@
 //! The transmission phase under load: pipelined cookies, many requests
-//! per send, DISC draining, bad magic, clients that never read replies.
+//! per send, writes and reads of the same blocks in one stream, DISC
+//! draining, bad magic, clients that never read replies.
 
 use super::*;
 
@@ -125,6 +126,52 @@ for structured in (True, False):
         assert d == bytes([i % 251 + 1]) * 512, i
 "#,
     );
+}
+
+#[test]
+fn writes_then_reads_of_the_same_blocks_in_one_send_see_each_write() {
+    // A write whose payload has all arrived is run from the receive
+    // buffer itself (no copy); one whose payload straddles receives gets
+    // its own buffer. Either way each read, sent right after its write in
+    // the same stream, must see exactly that write: the same blocks are
+    // rewritten many times, all at once and then in odd-sized pieces so
+    // payloads straddle receives. Native memory and a script plugin (which
+    // copies the payload into its own blob).
+    for args in [
+        vec!["memory".to_string(), "1M".into()],
+        vec![example("ramdisk.rhai"), "size=1M".into()],
+    ] {
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        let s = Server::start(&args);
+        raw(
+            &s,
+            r#"
+import threading, time
+h = lambda t, ck, o, n: struct.pack(">IHHQQI", 0x25609513, 0, t, ck, o, n)
+pat = lambda i: bytes((i * 31 + j) & 255 for j in range(256)) * 16
+for piece in (None, 4099, 1000):
+    c = C(); c.go()
+    out, want = [], {}
+    for i in range(240):
+        blk = (i * 7) % 40
+        out.append(h(1, 2 * i, blk * 4096, 4096) + pat(i))
+        out.append(h(0, 2 * i + 1, blk * 4096, 4096)); want[2 * i + 1] = pat(i)
+    stream = b"".join(out)
+    def sender():  # from a thread while replies are read, as clients do
+        if piece is None: c.s.sendall(stream)
+        else:
+            for k in range(0, len(stream), piece):
+                c.s.sendall(stream[k:k + piece]); time.sleep(0.0002)
+    t = threading.Thread(target=sender); t.start()
+    got = {}
+    for _ in range(480):
+        ck, e, _ = c.simple(); assert e == 0, (ck, e)
+        got[ck] = c.rx(4096) if ck in want else None
+    t.join()
+    assert all(got[k] == v for k, v in want.items()), [k for k, v in want.items() if got[k] != v][:5]
+"#,
+        );
+    }
 }
 
 #[test]

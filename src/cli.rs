@@ -463,16 +463,8 @@ impl Args {
                 if let Some(m) = d.magic_key {
                     out.push(kv("magic_config_key", m));
                 }
-                for h in [
-                    "has_config",
-                    "has_config_complete",
-                    "has_config_help",
-                    "has_dump_plugin",
-                    "has_open",
-                    "has_get_size",
-                    "has_pread",
-                ] {
-                    out.push(kv(h, "1"));
+                for c in plugins::has_callbacks(d) {
+                    out.push((format!("has_{c}"), "1".to_string()));
                 }
                 for (k, help) in d.params {
                     out.push((format!("param.{k}"), help.to_string()));

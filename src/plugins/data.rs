@@ -45,6 +45,7 @@ pub const DEF: PluginDef = PluginDef {
         ("KEY", "any other KEY=VALUE is $KEY inside data="),
     ],
     description: "a disk described by a data string, raw bytes or base64",
+    callbacks: &["dump_plugin", "pwrite", "flush", "trim", "zero", "extents"],
     make,
 };
 
@@ -169,9 +170,6 @@ impl Plugin for Data {
     }
     fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Backend>> {
         Ok(self.disk.clone())
-    }
-    fn dump(&self) -> Vec<(String, String)> {
-        vec![("data_base64".into(), "yes".into())]
     }
 }
 

@@ -43,6 +43,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "serve a local file or block device, or the files in a directory",
+    callbacks: &["dump_plugin", "list_exports", "pwrite", "flush", "trim", "zero", "extents", "cache"],
     make,
 };
 

@@ -17,6 +17,7 @@ pub const DEF: PluginDef = PluginDef {
     magic_key: Some("size"),
     params: &[("size", "size of the disk, e.g. 1G (required)")],
     description: "reads zeros, writes fail with ENOSPC",
+    callbacks: &["pwrite", "trim", "zero", "extents"],
     make,
 };
 

@@ -58,6 +58,7 @@ pub const DEF: PluginDef = PluginDef {
         ("tcp-nodelay", "disable Nagle's algorithm (default true)"),
     ],
     description: "serve a disk image from a web server with range requests (read-only)",
+    callbacks: &["dump_plugin"],
     make,
 };
 

@@ -21,6 +21,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "a RAM disk shared by all connections",
+    callbacks: &["dump_plugin", "pwrite", "flush", "trim", "zero", "extents"],
     make,
 };
 

@@ -12,6 +12,7 @@ pub const DEF: PluginDef = PluginDef {
     magic_key: Some("size"),
     params: &[("size", "size of the disk (default 0), e.g. 1G")],
     description: "a disk of zeros that discards writes",
+    callbacks: &["pwrite", "flush", "trim", "zero", "extents"],
     make,
 };
 

@@ -15,6 +15,7 @@ pub const DEF: PluginDef = PluginDef {
     magic_key: Some("size"),
     params: &[("size", "size of the disk, e.g. 1G (required)")],
     description: "read-only disk of 8-byte big-endian offsets",
+    callbacks: &[],
     make,
 };
 

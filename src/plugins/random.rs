@@ -25,6 +25,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "a disk of repeatable pseudo-random bytes",
+    callbacks: &["dump_plugin", "pwrite", "trim", "zero"],
     make,
 };
 

@@ -68,6 +68,7 @@ pub const DEF: PluginDef = PluginDef {
         ("timeout", "seconds one request may take (default 30)"),
     ],
     description: "serve a disk from Amazon S3 or an S3-compatible store (one object read-only, or objects of object-size= read-write)",
+    callbacks: &["dump_plugin", "pwrite", "flush", "trim", "zero", "extents"],
     make,
 };
 

@@ -46,6 +46,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "a sparse disk of random data runs; writes are checked",
+    callbacks: &["dump_plugin", "pwrite", "flush", "trim", "zero", "extents"],
     make,
 };
 

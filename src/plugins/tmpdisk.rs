@@ -32,6 +32,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "a fresh private scratch disk (mkfs'd) for every connection",
+    callbacks: &["dump_plugin", "pwrite", "flush", "trim", "zero", "extents", "cache"],
     make,
 };
 

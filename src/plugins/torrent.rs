@@ -64,6 +64,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "serve a file from a BitTorrent torrent or magnet link (read-only)",
+    callbacks: &["dump_plugin"],
     make,
 };
 

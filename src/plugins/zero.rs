@@ -18,6 +18,7 @@ pub const DEF: PluginDef = PluginDef {
         "size of the disk (default 0, as nbdkit's zero plugin), e.g. 1G",
     )],
     description: "a read-only disk of zeros (zero bytes long by default)",
+    callbacks: &["extents"],
     make,
 };
 

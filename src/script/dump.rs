@@ -169,7 +169,18 @@ pub fn lines(
                 .into(),
             ),
         ),
-        (Cb::CanFastZero, Some("0".into())),
+        // nbdkit's default: fast zero when `zero` is not native (the
+        // server then fails a fast zero at once).
+        (
+            Cb::CanFastZero,
+            Some(
+                match (code.has(Cb::Zero), code.has(Cb::CanZero)) {
+                    (false, _) => has(Cb::Pwrite),
+                    (true, true) => "not fn can_zero()".into(),
+                    (true, false) => "0".into(),
+                },
+            ),
+        ),
         (Cb::CanExtents, Some(has(Cb::Extents))),
         (
             Cb::CanFua,

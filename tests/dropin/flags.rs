@@ -69,6 +69,89 @@ fn dump_plugin_needs_no_parameters_and_has_nbdkit_keys() {
     assert!(stderr_of(&o).contains("cannot be used in this combination"));
 }
 
+/// The `has_*` keys and the `mlock=`/`zstd=`/`data_base64=`/`file_*` probes of
+/// `--dump-plugin`, in order.
+fn dump_keys(prog: &str, plugin: &str) -> Vec<String> {
+    run_ok(prog, &[plugin, "--dump-plugin"])
+        .lines()
+        .filter(|l| {
+            l.starts_with("has_")
+                || ["mlock=", "zstd=", "data_base64=", "file_"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn dump_plugin_has_keys_follow_the_callbacks_as_nbdkit() {
+    // Key by key against nbdkit 1.32's, leaving out the hooks nbdkit's C
+    // plugins have and ours have no separate callback for (load, unload,
+    // get_ready, close, longname, can_*, the v1 `_pread_v1` names).
+    let ours_only_lifecycle = |k: &String| {
+        [
+            "has_longname=",
+            "has_load=",
+            "has_unload=",
+            "has_get_ready=",
+            "has_close=",
+            "has_can_",
+            "has__",
+        ]
+        .iter()
+        .all(|p| !k.starts_with(p))
+    };
+    // (plugin, keys only ours prints, keys only nbdkit's prints): where
+    // the plugins differ, ours says what ours does.
+    let differences: [(&str, &[&str], &[&str]); 7] = [
+        ("memory", &[], &[]),
+        ("data", &[], &[]),
+        // Ours checks its parameters once all are given.
+        ("null", &["has_config_complete=1"], &[]),
+        // Ours uses no block-device ioctls.
+        ("file", &[], &["file_blksszget=yes", "file_blkzeroout=yes"]),
+        ("pattern", &["has_config_complete=1"], &[]),
+        // Ours takes size= (nbdkit's is always empty) and answers block
+        // status (all zero).
+        (
+            "zero",
+            &[
+                "has_config=1",
+                "has_config_complete=1",
+                "has_config_help=1",
+                "has_extents=1",
+            ],
+            &[],
+        ),
+        // nbdkit's is a v1 plugin: `has__pwrite_v1`, `has__flush_v1`.
+        (
+            "partitioning",
+            &["has_pread=1", "has_pwrite=1", "has_flush=1"],
+            &[],
+        ),
+    ];
+    for (plugin, only_ours, only_theirs) in differences {
+        let ours: Vec<String> = dump_keys(bin(), plugin)
+            .into_iter()
+            .filter(|k| !only_ours.contains(&k.as_str()))
+            .collect();
+        let theirs: Vec<String> = dump_keys("nbdkit", plugin)
+            .into_iter()
+            .filter(ours_only_lifecycle)
+            .filter(|k| !only_theirs.contains(&k.as_str()))
+            .collect();
+        assert_eq!(ours, theirs, "{plugin}");
+        let all = dump_keys(bin(), plugin);
+        for k in only_ours {
+            assert!(all.iter().any(|a| a == k), "{plugin}: {k} in {all:?}");
+        }
+    }
+    let data = dump_keys(bin(), "data");
+    assert!(data.iter().any(|k| k == "mlock=yes"), "{data:?}");
+    assert!(data.iter().any(|k| k == "has_zero=1"), "{data:?}");
+}
+
 #[test]
 fn version_probes_layers() {
     let out = run_ok(bin(), &["--filter=log", "null", "--version"]);

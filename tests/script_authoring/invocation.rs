@@ -141,7 +141,7 @@ fn dump_plugin_describes_scripts_without_running_config() {
     );
     let real = |p: &str| std::fs::canonicalize(p).unwrap().display().to_string();
     let plugin = format!(
-        "name={p}\nversion={}\npath={}\napi_version=2\nmax_thread_model=parallel\nthread_model=serialize_requests\nerrno_is_preserved=1\nmagic_config_key=size\nhas_config=1\nhas_params=1\nhas_thread_model=1\nhas_get_size=1\nhas_can_multi_conn=1\nhas_pread=1\nhas_pwrite=1\nhas_flush=1\ncan_write=1\ncan_flush=1\ncan_trim=0\ncan_zero=emulate\ncan_fast_zero=0\ncan_extents=0\ncan_fua=emulate\ncan_multi_conn=fn can_multi_conn()\ncan_cache=none\nis_rotational=0\nparam.fill=a byte\nparam.size=the disk size\nreload=true\n",
+        "name={p}\nversion={}\npath={}\napi_version=2\nmax_thread_model=parallel\nthread_model=serialize_requests\nerrno_is_preserved=1\nmagic_config_key=size\nhas_config=1\nhas_params=1\nhas_thread_model=1\nhas_get_size=1\nhas_can_multi_conn=1\nhas_pread=1\nhas_pwrite=1\nhas_flush=1\ncan_write=1\ncan_flush=1\ncan_trim=0\ncan_zero=emulate\ncan_fast_zero=1\ncan_extents=0\ncan_fua=emulate\ncan_multi_conn=fn can_multi_conn()\ncan_cache=none\nis_rotational=0\nparam.fill=a byte\nparam.size=the disk size\nreload=true\n",
         env!("CARGO_PKG_VERSION"),
         real(&p)
     );

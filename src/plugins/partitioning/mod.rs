@@ -48,6 +48,7 @@ pub const DEF: PluginDef = PluginDef {
         ),
     ],
     description: "a partitioned disk (MBR or GPT) made of one file per partition",
+    callbacks: &["pwrite", "flush"],
     make,
 };
 

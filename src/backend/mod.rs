@@ -90,6 +90,26 @@ pub mod shutdown {
         CLIENT.with(|c| *c.borrow_mut() = p);
     }
 
+    thread_local! {
+        static SERVER_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Run `f` as a call the server makes on its own, not a client's
+    /// request (the flush of a connection's data at shutdown): a layer
+    /// that reports requests (the log filter) passes it on unreported, as
+    /// nbdkit's log filter shows only what the client sent.
+    pub fn server_call<T>(f: impl FnOnce() -> T) -> T {
+        SERVER_CALL.with(|c| c.set(true));
+        let r = f();
+        SERVER_CALL.with(|c| c.set(false));
+        r
+    }
+
+    /// This thread is inside [`server_call`].
+    pub fn in_server_call() -> bool {
+        SERVER_CALL.with(|c| c.get())
+    }
+
     /// How often a [`sleep`] checks whether its client hung up.
     const PROBE_EVERY: Duration = Duration::from_millis(100);
 

@@ -8,7 +8,8 @@
 //! truncate), `logscript=SCRIPT` (run by bash for every line, with `$act`,
 //! `$type` ENTER/LEAVE/PRINT, `$connection`, `$id` and the line's
 //! `key=value`s as shell variables, as nbdkit); without either the filter
-//! is inactive.
+//! is inactive. Only client requests are logged: the flush the server
+//! makes of a connection's data at shutdown is not (as nbdkit).
 //! Example: `nbdscript memory 1G --filter=log logfile=/tmp/nbd.log`.
 //! Must not import tokio or rhai; it writes a file, so `is_blocking()` is true.
 
@@ -284,6 +285,9 @@ impl LogHandle {
         run: impl FnOnce() -> Result<T>,
         extra: impl FnOnce(&T) -> String,
     ) -> Result<T> {
+        if crate::backend::shutdown::in_server_call() {
+            return run();
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         let sep = if args.is_empty() { "" } else { " " };
         self.log

@@ -81,3 +81,39 @@ fn log_logscript_runs_per_line_like_nbdkit() {
     };
     assert_eq!(sorted(&ours), sorted(&logscript_lines("nbdkit")));
 }
+
+#[test]
+fn log_shows_only_client_requests_when_stopped_with_a_client_connected() {
+    // SIGTERM with a connection open: the server still flushes its data
+    // (the plugin's flush runs) but the log, as nbdkit's, shows only what
+    // the client sent.
+    let d = scratch();
+    let log = d.path().join("nbd.log");
+    let lf = format!("logfile={}", log.display());
+    let plugin = script(
+        d.path(),
+        "flushes.rhai",
+        "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
+fn flush(h, flags) { print(\"plugin flush\") }
+",
+    );
+    let s = Server::start(&["--filter=log", &plugin, &lf]);
+    let mut c = Client::start(
+        &s.uri,
+        "import sys\nfor l in sys.stdin:\n    h.pwrite(b\"x\" * 512, 0); print(\"ok\", flush=True)\n",
+    );
+    c.step("write");
+    wait_file_for(&log, "connection=1 ...Write id=1 return=0", 20);
+    let (code, err) = s.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("plugin flush").count(), 1, "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("Flush"), "{text}");
+    assert!(
+        text.contains("connection=1 Disconnect transactions=1"),
+        "{text}"
+    );
+}

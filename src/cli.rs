@@ -307,7 +307,11 @@ fn debug_flag(arg: &str) -> Result<(String, i64), ConfigError> {
     if name.is_empty() || flag.is_empty() || n.is_empty() {
         return Err(bad());
     }
-    let n = crate::params::parse_int(n).map_err(|_| bad())?;
+    let n = crate::params::parse_int(n).map_err(|e| {
+        ConfigError::new(format!(
+            "-D {arg}: {e} (a debug flag must have the format NAME.FLAG=N)"
+        ))
+    })?;
     Ok((name_flag.to_string(), n))
 }
 
@@ -374,9 +378,9 @@ impl Args {
         Ok(Params::new(items))
     }
 
-    /// Checks shared by every mode: debug flags (`NAME.FLAG` and the value
-    /// of each), `--oldstyle`, `--mask-handshake`.
-    pub fn check_flags(&self) -> Result<Vec<(String, i64)>, ConfigError> {
+    /// Checks shared by every mode: `--oldstyle`, `--mask-handshake`,
+    /// what `--dump-plugin` cannot go with.
+    pub fn check_flags(&self) -> Result<(), ConfigError> {
         if self.oldstyle {
             return Err(ConfigError::new(
                 "--oldstyle: nbdscript speaks only the newstyle protocol",
@@ -390,6 +394,12 @@ impl Args {
                 "--dump-plugin, -p, --run, -s or -U options cannot be used in this combination",
             ));
         }
+        Ok(())
+    }
+
+    /// The `-D NAME.FLAG=N` debug flags, each checked (a malformed one is
+    /// a runtime error, exit 1, as nbdkit's).
+    pub fn debug_flags(&self) -> Result<Vec<(String, i64)>, ConfigError> {
         self.debug.iter().map(|d| debug_flag(d)).collect()
     }
 

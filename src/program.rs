@@ -14,11 +14,16 @@ use std::time::Duration;
 pub fn main() -> ExitCode {
     let args = cli::parse();
     init_tracing(args.verbose);
-    let debug_flags = match args.check_flags() {
+    if let Err(e) = args.check_flags() {
+        eprintln!("nbdscript: {e}");
+        return ExitCode::from(2);
+    }
+    // A malformed -D exits 1, as nbdkit.
+    let debug_flags = match args.debug_flags() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("nbdscript: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     if args.version || args.dump_config || args.dump_plugin {

@@ -26,9 +26,27 @@ fn nbdkit_flags_are_accepted() {
         "{}",
         stderr_of(&o)
     );
-    let o = run(bin(), &["-D", "memory", "memory", "1M", "--run", "true"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr_of(&o).contains("-D memory: a debug flag must have the format NAME.FLAG=N"));
+    // A malformed flag exits 1 as nbdkit's, naming the flag.
+    for (bad, why) in [
+        ("memory", "a debug flag must have the format NAME.FLAG=N"),
+        ("nonsense", "a debug flag must have the format NAME.FLAG=N"),
+        (
+            "memory.foo",
+            "a debug flag must have the format NAME.FLAG=N",
+        ),
+        (".foo=1", "a debug flag must have the format NAME.FLAG=N"),
+        (
+            "memory.foo=x",
+            "\"x\" is not an integer (a debug flag must have the format NAME.FLAG=N)",
+        ),
+    ] {
+        let args = ["-D", bad, "memory", "1M", "--run", "true"];
+        let o = run(bin(), &args);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {}", stderr_of(&o));
+        assert_eq!(stderr_of(&o), format!("nbdscript: -D {bad}: {why}\n"));
+        let k = run("nbdkit", &[&["-U", "-"][..], &args].concat());
+        assert_eq!(k.status.code(), Some(1), "nbdkit {bad}");
+    }
 }
 
 #[test]

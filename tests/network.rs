@@ -250,6 +250,107 @@ print("idle", len(idle))
     );
 }
 
+/// Python for [`RAW`]: `conn()` connects with a 1 s timeout (no
+/// greeting read), `handshake(c)` reads the greeting and negotiates.
+const CONN_HELPERS: &str = r#"
+def conn():
+    x = socket.socket(socket.AF_UNIX); x.connect(path); x.settimeout(1.0)
+    c = C.__new__(C); c.s = x
+    return c
+def handshake(c):
+    g = c.rx(18); assert g[:16] == b"NBDMAGICIHAVEOPT", g
+    c.s.settimeout(20); c.s.sendall(struct.pack(">I", 3))
+    c.opt(8); c.reps(); assert c.go()[-1][1] == 1
+"#;
+
+#[test]
+fn out_of_descriptors_never_closes_the_connection_just_accepted() {
+    // Every descriptor held by clients past their handshake (none can be
+    // closed to make room); one more waits to be accepted. When a client
+    // leaves, it is accepted; the next client's accept then fails
+    // (EMFILE) and must not close the one just accepted, the only one in
+    // its handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s");
+    let mut child = served_with_few_files(dir.path(), 128, &["--max-connections=1000"]);
+    let prog = format!(
+        "{RAW}\n{CONN_HELPERS}\n{}",
+        r#"
+import time
+good = []
+while True:
+    c = conn()
+    try:
+        handshake(c)
+    except socket.timeout:
+        waiting = c    # out of descriptors: not accepted yet
+        break
+    good.append(c)
+    assert len(good) < 200, "never ran out of descriptors"
+good.pop().s.close()
+waiting.s.settimeout(10)
+handshake(waiting)     # accepted in the freed descriptor
+late = conn()          # its accept fails: out of descriptors again
+time.sleep(0.5)
+waiting.req(0, 0, 512, 1); rs = waiting.chunks(); assert rs[-1]["data"][8:] == bytes(512), rs
+print("served", len(good))
+"#
+    );
+    let out = run("/usr/bin/python3", &["-c", &prog, sock.to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("served"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn connection_limit_refusals_are_logged_once_a_second_with_a_count() {
+    // Two clients past their handshake fill --max-connections=2; 300 more
+    // are refused (closed at once), with a warning or two, not 300.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s");
+    let mut child = served_with_few_files(dir.path(), 1024, &["--max-connections=2"]);
+    let prog = format!(
+        "{RAW}\n{CONN_HELPERS}\n{}",
+        r#"
+good = [conn(), conn()]
+for c in good: handshake(c)
+refused = 0
+for i in range(300):
+    c = conn(); c.s.settimeout(10)
+    if c.s.recv(18) == b"": refused += 1
+    c.s.close()
+print("refused", refused)
+"#
+    );
+    let out = run("/usr/bin/python3", &["-c", &prog, sock.to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refused 300"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let w: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("connection limit 2 reached"))
+        .collect();
+    assert!(
+        w[0].contains("connection limit 2 reached: refusing"),
+        "{w:#?}"
+    );
+    assert!(w.len() <= 4, "{} refusal warnings: {w:#?}", w.len());
+    for l in &w[1..] {
+        assert!(l.contains(" more refused since the last warning)"), "{l}");
+    }
+}
+
 #[test]
 fn errors_sent_to_clients_carry_no_server_paths() {
     let dir = tempfile::tempdir().unwrap();

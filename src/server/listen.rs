@@ -133,12 +133,14 @@ impl Conns {
         self.map.lock().len()
     }
 
-    /// Close the oldest connection still in its handshake; false if none.
-    fn evict_one(&self) -> bool {
+    /// Close the oldest connection still in its handshake, never `keep`
+    /// (the one just accepted: it has had no time to negotiate); false if
+    /// none.
+    fn evict_one(&self, keep: u64) -> bool {
         let mut m = self.map.lock();
         let victim = m
             .iter()
-            .find(|(_, c)| c.negotiating.load(SeqCst))
+            .find(|(id, c)| **id != keep && c.negotiating.load(SeqCst))
             .map(|(id, _)| *id);
         match victim.and_then(|id| m.remove(&id)) {
             Some(c) => {
@@ -171,6 +173,10 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
     let max = shared.config.max_connections.max(1);
     let mut id: u64 = 0;
     let mut failures = FailureLog::default();
+    // Refusals at the limit come in floods too: logged as failures are.
+    let mut refusals = FailureLog::default();
+    // The connection accepted last, and when (ids start at 1).
+    let mut newest = (0u64, Instant::now());
     loop {
         if *shutdown.borrow() {
             break;
@@ -184,14 +190,23 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
                         warn!("{n} more accept failures since the last warning; accepting again");
                     }
                     id += 1;
-                    if conns.len() >= max && !conns.evict_one() {
-                        warn!(%peer, "connection limit {max} reached: refusing");
+                    // (`id` is not in the map yet: any handshake may go.)
+                    if conns.len() >= max && !conns.evict_one(id) {
+                        match refusals.failed(Instant::now()) {
+                            Some(0) => warn!(%peer, "connection limit {max} reached: refusing"),
+                            Some(n) => warn!(%peer, "connection limit {max} reached: refusing ({n} more refused since the last warning)"),
+                            None => {}
+                        }
                         continue;
+                    }
+                    if let Some(n) = refusals.accepted(Instant::now()) {
+                        warn!("{n} more connections refused at the limit since the last warning");
                     }
                     let span = info_span!("conn", id, %peer);
                     info!(parent: &span, "accepted");
                     let state = conn_state(&t);
                     conns.map.lock().insert(id, state.clone());
+                    newest = (id, Instant::now());
                     let (c, sh, rx) = (conns.clone(), shared.clone(), shutdown.clone());
                     tasks.spawn(async move {
                         serve(t, sh, rx, state).instrument(span).await;
@@ -207,7 +222,10 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
                         Some(n) => warn!("accept failed: {e} ({n} more since the last warning)"),
                         None => {}
                     }
-                    if !conns.evict_one() {
+                    // Never the connection just accepted: it has had no
+                    // time to negotiate (once older it is fair game).
+                    let keep = if newest.1.elapsed() < NEWEST_GRACE { newest.0 } else { 0 };
+                    if !conns.evict_one(keep) {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     } else {
                         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -225,6 +243,10 @@ pub async fn run(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::R
         }
     }
 }
+
+/// How long the connection accepted last is safe from being closed to
+/// make room when the next accept fails for want of descriptors.
+const NEWEST_GRACE: Duration = Duration::from_secs(2);
 
 /// At most one accept warning per this long.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(1);

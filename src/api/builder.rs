@@ -244,7 +244,16 @@ impl Server {
     }
 
     /// Ask X.509 clients for a certificate signed by `ca-cert.pem`
-    /// (`--tls-verify-peer`).
+    /// (`--tls-verify-peer`). Needs TLS: with TLS off, serving fails
+    /// with an error naming this method rather than serving unverified.
+    ///
+    /// ```
+    /// use nbdscript::Server;
+    /// let server = Server::builtin("memory", &[("size", "1M")])?.tls_verify_peer(true);
+    /// let err = server.start().err().expect("served with TLS off");
+    /// assert!(err.to_string().contains("Server::tls_verify_peer(true) needs TLS"), "{err}");
+    /// # Ok::<(), nbdscript::Error>(())
+    /// ```
     pub fn tls_verify_peer(mut self, yes: bool) -> Server {
         self.tls.verify_peer = yes;
         self
@@ -407,5 +416,26 @@ mod tests {
             e,
             "TLS needs Server::tls_certificates(dir) or Server::tls_psk(file) (no server-cert.pem in )"
         );
+    }
+
+    #[test]
+    fn tls_verify_peer_without_tls_is_an_error_naming_the_method() {
+        let launch = Server::builtin("memory", &[("size", "1M")])
+            .unwrap()
+            .tls_verify_peer(true)
+            .launch(false);
+        assert_eq!(launch.tls.mode, TlsMode::Off);
+        let e = crate::server::load_tls(&launch.tls, &[])
+            .err()
+            .expect("verify-peer with TLS off was ignored");
+        assert_eq!(
+            e,
+            "Server::tls_verify_peer(true) needs TLS: give Server::tls_certificates(dir) (or Server::tls_require(true) with certificates in nbdkit's default directories)"
+        );
+        // Without verify-peer, TLS off is fine.
+        let launch = Server::builtin("memory", &[("size", "1M")])
+            .unwrap()
+            .launch(false);
+        assert!(crate::server::load_tls(&launch.tls, &[]).unwrap().is_none());
     }
 }

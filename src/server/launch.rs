@@ -80,6 +80,9 @@ pub(crate) fn load_tls(
     default_dirs: &[PathBuf],
 ) -> Result<Option<Arc<TlsConfig>>, String> {
     if spec.mode == TlsMode::Off {
+        if spec.verify_peer {
+            return Err(spec.names.verify_peer_needs_tls().to_string());
+        }
         return Ok(None);
     }
     let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());

@@ -47,6 +47,16 @@ impl TlsNames {
         }
     }
 
+    /// Peer verification asked for with TLS off.
+    pub fn verify_peer_needs_tls(self) -> &'static str {
+        match self {
+            TlsNames::Flags => "--tls-verify-peer needs --tls=on or --tls=require",
+            TlsNames::Builder => {
+                "Server::tls_verify_peer(true) needs TLS: give Server::tls_certificates(dir) (or Server::tls_require(true) with certificates in nbdkit's default directories)"
+            }
+        }
+    }
+
     /// The setting that verifies client certificates.
     pub fn verify_peer(self) -> &'static str {
         match self {

@@ -52,7 +52,7 @@ pub struct Args {
     /// Oldstyle protocol: not supported (an error).
     #[arg(short = 'o', long = "oldstyle")]
     pub oldstyle: bool,
-    /// nbdkit debug flag NAME.FLAG=N (accepted; each warns that it was not used).
+    /// nbdkit debug flag NAME.FLAG=N (one no layer uses warns; a malformed one exits 1, as nbdkit).
     #[arg(short = 'D', long = "debug", value_name = "NAME.FLAG=N")]
     pub debug: Vec<String>,
     /// Print the version of nbdscript and of each layer named, then exit.

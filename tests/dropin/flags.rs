@@ -47,6 +47,11 @@ fn nbdkit_flags_are_accepted() {
         let k = run("nbdkit", &[&["-U", "-"][..], &args].concat());
         assert_eq!(k.status.code(), Some(1), "nbdkit {bad}");
     }
+    let help = run_ok(bin(), &["--help"]);
+    assert!(
+        help.contains("a malformed one exits 1, as nbdkit"),
+        "{help}"
+    );
 }
 
 #[test]

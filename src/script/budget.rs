@@ -55,6 +55,7 @@ pub fn with_deadline<T>(limit: Option<Duration>, f: impl FnOnce() -> T) -> T {
 }
 
 /// Whether the call running on this thread is past its deadline.
+#[inline]
 pub fn past_deadline() -> bool {
     let d = DEADLINE.with(|d| d.get());
     d != NONE && NOW_MS.load(Relaxed) > d

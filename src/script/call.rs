@@ -87,17 +87,22 @@ pub fn call_conv<T>(
         BackendError::io(format!("{file}: the script does not define {}", cb.name()))
     })?;
     args.n = args.n.min(n);
-    // Buffers handed in (a `pwrite`'s) become this script's.
-    for a in &args.v[..args.n] {
-        if let Some(b) = a.read_lock::<Blob>() {
-            memory::transfer(b.capacity(), Some(budget));
-        }
+    // Buffers handed in (a `pwrite`'s) become this script's: out of the
+    // caller's budget now, into this one's when its scope starts.
+    let handed_in: usize = args.v[..args.n]
+        .iter()
+        .filter(|a| a.is_blob())
+        .filter_map(|a| a.read_lock::<Blob>().map(|b| b.capacity()))
+        .sum();
+    if handed_in > 0 {
+        memory::transfer(handed_in, None);
     }
     // The call, its error mapping and the drop of what it leaves behind all
     // run on the script stack (deep values are only ever touched there),
     // counted in the script's memory budget.
     let r = stack::run(|| {
         memory::scope(budget, || {
+            memory::receive(handed_in);
             let r = budget::with_deadline(code_opts.timeout, || {
                 code.engine.call_fn_with_options::<Dynamic>(
                     CallFnOptions::new().eval_ast(false).rewind_scope(false),

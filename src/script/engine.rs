@@ -41,12 +41,17 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     // Checked at every operation (one atomic load): a call stops soon
     // after its deadline even when each operation is long.
     // The memory budget likewise (a thread-local and an atomic).
+    // The check is inlined and its stops kept out of line, so the usual
+    // case (neither) costs a few instructions per operation.
     if opts.timeout.is_some() || opts.max_memory > 0 {
         e.on_progress(|_| {
             if budget::past_deadline() {
-                return Some(Dynamic::from("time limit"));
+                return Some(time_stop());
             }
-            memory::over().then(|| Dynamic::from(memory::MemoryStop(memory::over_message())))
+            if memory::over() {
+                return Some(memory_stop());
+            }
+            None
         });
     }
     e.set_module_resolver(Resolver { dir, imports });
@@ -57,6 +62,20 @@ pub fn build(opts: &ScriptOptions, dir: Option<PathBuf>, imports: Imports, text:
     super::state::register(&mut e);
     super::state::register_props(&mut e, text);
     e
+}
+
+/// What stops a call past its deadline.
+#[cold]
+#[inline(never)]
+fn time_stop() -> Dynamic {
+    Dynamic::from("time limit")
+}
+
+/// What stops a call over its memory budget (with the message).
+#[cold]
+#[inline(never)]
+fn memory_stop() -> Dynamic {
+    Dynamic::from(memory::MemoryStop(memory::over_message()))
 }
 
 /// Make a script compilable: a leading `#!` line becomes a `//` comment of

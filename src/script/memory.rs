@@ -56,6 +56,7 @@ fn account(delta: isize) {
 }
 
 /// Add what this thread has counted to the current budget's total.
+#[inline]
 fn flush() {
     let b = CURRENT.with(|c| c.get());
     let v = PENDING.with(|p| p.replace(0));
@@ -155,6 +156,15 @@ pub fn scope<T>(b: &Budget, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Count `bytes` handed in to the running call (a `pwrite` buffer, already
+/// taken out of the caller's budget with `transfer(bytes, None)`) in the
+/// current budget, as if it had allocated them: kept by this thread like
+/// any allocation, so no shared atomic add per call.
+#[inline]
+pub fn receive(bytes: usize) {
+    account(bytes as isize);
+}
+
 /// Move `bytes` (a Blob's capacity) from the budget current on this thread
 /// (if any) into `to` (if any): a buffer changing owner at a call's edge.
 pub fn transfer(bytes: usize, to: Option<&Budget>) {
@@ -180,9 +190,17 @@ pub fn caller() -> Option<&'static Budget> {
     (!b.is_null()).then(|| unsafe { &*b })
 }
 
-/// Whether the running call's script is over its budget.
+/// Whether the running call's script is over its budget (`over_by(0)`
+/// of the current budget, read in place: rhai asks at every operation).
+#[inline]
 pub fn over() -> bool {
-    current().is_some_and(|b| b.over_by(0))
+    let b = CURRENT.with(|c| c.get());
+    if b.is_null() {
+        return false;
+    }
+    // SAFETY: as `current`: the scope that set it is still running.
+    let b = unsafe { &*b };
+    b.limit > 0 && b.used.load(Relaxed).saturating_add(PENDING.with(|p| p.get())) > b.limit
 }
 
 /// The value that stops a call over its budget (with the message).

@@ -59,6 +59,7 @@ impl BigStack {
 
 impl Drop for BigStack {
     fn drop(&mut self) {
+        let _ = BASE.try_with(|b| b.set((std::ptr::null_mut(), 0)));
         // SAFETY: our own mapping, no longer in use (the thread is ending).
         unsafe { libc::munmap(self.base, self.len) };
     }
@@ -67,6 +68,9 @@ impl Drop for BigStack {
 thread_local! {
     static STACK: RefCell<Option<BigStack>> = const { RefCell::new(None) };
     static ON_STACK: Cell<bool> = const { Cell::new(false) };
+    /// `STACK`'s base and length once mapped (null before): read on every
+    /// call without borrowing the `RefCell`.
+    static BASE: Cell<(*mut libc::c_void, usize)> = const { Cell::new((std::ptr::null_mut(), 0)) };
 }
 
 /// Run `f` on this thread's big script stack (directly when already on it,
@@ -79,16 +83,20 @@ pub fn run<R>(f: impl FnOnce() -> R) -> R {
     if ON_STACK.with(|s| s.get()) {
         return f();
     }
-    let base = STACK.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.is_none() {
-            *s = BigStack::new();
-        }
-        s.as_ref().map(|b| (b.base, b.len))
-    });
-    let Some((base, len)) = base else {
-        return f();
-    };
+    let (mut base, mut len) = BASE.with(|b| b.get());
+    if base.is_null() {
+        let Some((b, l)) = STACK.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.is_none() {
+                *s = BigStack::new();
+            }
+            s.as_ref().map(|b| (b.base, b.len))
+        }) else {
+            return f();
+        };
+        BASE.with(|c| c.set((b, l)));
+        (base, len) = (b, l);
+    }
     let page = 4096;
     ON_STACK.with(|s| s.set(true));
     // SAFETY: the stack is our own page-aligned mapping above its guard

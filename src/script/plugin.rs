@@ -19,6 +19,10 @@ use rhai::{Dynamic, INT};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod answers;
+
+use answers::{to_block_size, to_bool, to_cache, to_desc, to_fua, to_size};
+
 /// A script plugin: process-wide (its `config` state is shared by every
 /// connection and survives reloads).
 pub struct ScriptPlugin {
@@ -191,92 +195,6 @@ impl Layer {
 
 fn int(v: u64) -> Dynamic {
     Dynamic::from(v as INT)
-}
-
-/// `returned string "sometimes"; expected ...`
-fn bad(want: &str, v: &Dynamic) -> String {
-    let shown = if v.is_string() {
-        format!("{:?}", v.to_string())
-    } else {
-        v.to_string()
-    };
-    format!("returned {} {shown}; expected {want}", v.type_name())
-}
-
-type Conv<T> = std::result::Result<T, String>;
-
-fn to_bool(v: Dynamic) -> Conv<bool> {
-    v.as_bool()
-        .or_else(|_| v.as_int().map(|i| i != 0))
-        .map_err(|_| bad("true or false", &v))
-}
-
-const MODES: &str = "true, false, \"none\", \"emulate\" or \"native\"";
-
-fn to_fua(v: Dynamic) -> Conv<FuaMode> {
-    if let Ok(b) = v.as_bool() {
-        return Ok(if b { FuaMode::Native } else { FuaMode::None });
-    }
-    match v.to_string().as_str() {
-        "none" if v.is_string() => Ok(FuaMode::None),
-        "emulate" if v.is_string() => Ok(FuaMode::Emulate),
-        "native" if v.is_string() => Ok(FuaMode::Native),
-        _ => Err(bad(MODES, &v)),
-    }
-}
-
-fn to_cache(v: Dynamic) -> Conv<CacheMode> {
-    if let Ok(b) = v.as_bool() {
-        return Ok(if b {
-            CacheMode::Native
-        } else {
-            CacheMode::None
-        });
-    }
-    match v.to_string().as_str() {
-        "none" if v.is_string() => Ok(CacheMode::None),
-        "emulate" if v.is_string() => Ok(CacheMode::Emulate),
-        "native" if v.is_string() => Ok(CacheMode::Native),
-        _ => Err(bad(MODES, &v)),
-    }
-}
-
-const BLOCK: &str = "[minimum, preferred, maximum] (integers)";
-
-fn to_block_size(v: Dynamic) -> Conv<Option<BlockSize>> {
-    if v.is_unit() {
-        return Ok(None);
-    }
-    let nums: Vec<u32> = v
-        .clone()
-        .into_array()
-        .map_err(|_| bad(BLOCK, &v))?
-        .into_iter()
-        .filter_map(|x| x.as_int().ok().and_then(|i| u32::try_from(i).ok()))
-        .collect();
-    match nums[..] {
-        [minimum, preferred, maximum] => Ok(Some(BlockSize {
-            minimum,
-            preferred,
-            maximum,
-        })),
-        _ => Err(bad(BLOCK, &v)),
-    }
-}
-
-fn to_desc(v: Dynamic) -> Conv<Option<String>> {
-    Ok((!v.is_unit()).then(|| v.to_string()))
-}
-
-fn to_size(v: Dynamic) -> Conv<u64> {
-    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-        return crate::params::parse_size(&s)
-            .map_err(|e| format!("returned {:?}, which is not a size: {e}", s.as_str()));
-    }
-    match v.as_int() {
-        Ok(i) => u64::try_from(i).map_err(|_| format!("returned {i}; a size must not be negative")),
-        Err(_) => Err(bad("a size (an integer or a string like \"64M\")", &v)),
-    }
 }
 
 fn unit(r: Result<Dynamic>) -> Result<()> {

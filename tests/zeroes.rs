@@ -168,30 +168,24 @@ fn json_fast_zero(prog: &str, args: &[&str]) -> String {
     line.unwrap_or_else(|| panic!("{out}")).trim().to_string()
 }
 
+/// A 1M RAM disk script with no zero; ZERO adds a native one.
+const RAM_DISK: &str = "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
+";
+const ZERO: &str = "fn zero(h, count, offset, flags) { h.disk.zero(count, offset) }\n";
+
 #[test]
 fn fast_zero_without_native_zero_fails_at_once_as_nbdkit() {
     // nbdkit's rule: a plugin without a native zero advertises fast zero,
     // and the server answers a fast zero with ENOTSUP before writing.
     let d = tempfile::tempdir().unwrap();
-    let nozero = script(
-        d.path(),
-        "nozero.rhai",
-        "fn config(p) { #{ disk: disk(\"1M\") } }
-fn get_size(h) { h.disk.size() }
-fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
-fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
-",
-    );
+    let nozero = script(d.path(), "nozero.rhai", RAM_DISK);
     let not_native = script(
         d.path(),
         "notnative.rhai",
-        "fn config(p) { #{ disk: disk(\"1M\") } }
-fn get_size(h) { h.disk.size() }
-fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
-fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
-fn zero(h, count, offset, flags) { h.disk.zero(count, offset) }
-fn can_zero(h) { false }
-",
+        &format!("{RAM_DISK}{ZERO}fn can_zero(h) {{ false }}\n"),
     );
     let py = FAST_ZERO_PY.replace("AT", "0");
     let want = "ENOTSUP\nTrue True bytearray(b'xxxx')\n";
@@ -206,16 +200,7 @@ fn can_zero(h) { false }
     }
     // A script with a native zero says can_fast_zero itself (nbdkit's
     // default is false there too).
-    let native = script(
-        d.path(),
-        "native.rhai",
-        "fn config(p) { #{ disk: disk(\"1M\") } }
-fn get_size(h) { h.disk.size() }
-fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
-fn pwrite(h, buf, offset, flags) { h.disk.pwrite(buf, offset) }
-fn zero(h, count, offset, flags) { h.disk.zero(count, offset) }
-",
-    );
+    let native = script(d.path(), "native.rhai", &format!("{RAM_DISK}{ZERO}"));
     assert_eq!(
         json_fast_zero(bin(), &[&native]),
         "\"can_fast_zero\": false,"

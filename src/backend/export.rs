@@ -187,14 +187,7 @@ impl Export {
 
     /// NBD_CMD_WRITE.
     pub fn write(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<()> {
-        self.writable("write")?;
-        check_range(
-            self.info.size,
-            buf.len() as u64,
-            offset,
-            Errno::NoSpc,
-            "write",
-        )?;
+        self.write_allowed(buf.len(), offset)?;
         self.top.pwrite_owned(buf, offset, self.fua_flag(fua))?;
         self.fua_after(fua)
     }
@@ -202,16 +195,16 @@ impl Export {
     /// NBD_CMD_WRITE from a borrowed buffer (a layer that wants to own
     /// the bytes copies them, as it would have to anyway).
     pub fn write_slice(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        self.writable("write")?;
-        check_range(
-            self.info.size,
-            buf.len() as u64,
-            offset,
-            Errno::NoSpc,
-            "write",
-        )?;
+        self.write_allowed(buf.len(), offset)?;
         self.top.pwrite(buf, offset, self.fua_flag(fua))?;
         self.fua_after(fua)
+    }
+
+    /// A write of `len` bytes at `offset` is allowed: the export is
+    /// writable and the range is inside it (ENOSPC past the end).
+    fn write_allowed(&self, len: usize, offset: u64) -> Result<()> {
+        self.writable("write")?;
+        check_range(self.info.size, len as u64, offset, Errno::NoSpc, "write")
     }
 
     /// NBD_CMD_FLUSH.

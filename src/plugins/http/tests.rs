@@ -1,5 +1,6 @@
 //! Unit tests of the http plugin against the in-process test server.
 
+use super::client::{content_range, join_url};
 use super::testserver::{Config, HttpServer};
 use super::*;
 use crate::backend::Errno;

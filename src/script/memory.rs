@@ -17,51 +17,97 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 /// running on the current thread (if any).
 pub struct Counting;
 
-thread_local! {
-    static CURRENT: Cell<*const Budget> = const { Cell::new(std::ptr::null()) };
+/// This thread's accounting, in one thread-local (const-initialized, no
+/// destructor: each access is a plain offset from the thread pointer).
+struct Tls {
+    /// The budget of the scope running on this thread (null: none).
+    current: Cell<*const Budget>,
     /// The budget that was current when the running scope began.
-    static CALLER: Cell<*const Budget> = const { Cell::new(std::ptr::null()) };
-    /// Bytes counted on this thread for the current budget and not yet
-    /// added to its shared total (0 whenever no budget is current).
-    static PENDING: Cell<i64> = const { Cell::new(0) };
+    caller: Cell<*const Budget>,
+    /// Bytes counted on this thread and not yet added to the current
+    /// budget's shared total (discarded when no budget is current).
+    pending: Cell<i64>,
+    /// How far `pending` may grow before the current budget is over: its
+    /// limit minus its shared total when this thread last read it (at
+    /// every add to it, and when a scope begins or ends); `i64::MAX` when
+    /// no budget (or no limit) applies. So the check rhai makes at every
+    /// operation is one comparison.
+    room: Cell<i64>,
+}
+
+thread_local! {
+    static T: Tls = const {
+        Tls {
+            current: Cell::new(std::ptr::null()),
+            caller: Cell::new(std::ptr::null()),
+            pending: Cell::new(0),
+            room: Cell::new(i64::MAX),
+        }
+    };
 }
 
 /// Counted bytes a thread keeps to itself, either way, before adding them
 /// to its budget's shared total: one atomic add per this many bytes, not
 /// one per allocation (a rhai call makes dozens; ramdisk.rhai 4k randread
 /// QD16 x1 spent 3% of its CPU in the counting allocator). Another thread
-/// sees the total late by at most this much per thread; the thread itself
-/// and every scope's end see it exact.
+/// sees the total late by at most this much per thread, and a thread reads
+/// the others' share when it adds its own (every this many bytes it
+/// allocates or frees) and when a scope begins; the thread itself and
+/// every scope's end see it exact.
 const FLUSH: i64 = 64 << 10;
 
-#[inline]
+/// Count `delta` bytes on this thread: an add and a compare, the rest
+/// (every `FLUSH` bytes) out of line. Counted with no budget current, the
+/// bytes are dropped there (and when a scope begins).
+#[inline(always)]
 fn account(delta: isize) {
     // `try_with`: never panics, even while the thread is being torn down.
-    let _ = CURRENT.try_with(|c| {
-        let b = c.get();
-        if !b.is_null() {
-            let _ = PENDING.try_with(|p| {
-                let v = p.get() + delta as i64;
-                if v >= FLUSH || v <= -FLUSH {
-                    // SAFETY: set by `scope`, which outlives every
-                    // allocation made while it is current.
-                    unsafe { &*b }.used.fetch_add(v, Relaxed);
-                    p.set(0);
-                } else {
-                    p.set(v);
-                }
-            });
+    let _ = T.try_with(|t| {
+        let v = t.pending.get() + delta as i64;
+        t.pending.set(v);
+        if v.unsigned_abs() >= FLUSH as u64 {
+            settle(t);
         }
     });
 }
 
-/// Add what this thread has counted to the current budget's total.
-#[inline]
-fn flush() {
-    let b = CURRENT.with(|c| c.get());
-    let v = PENDING.with(|p| p.replace(0));
+/// Add what this thread has counted to the current budget's total (if
+/// any), and read that total back into `room`.
+#[cold]
+#[inline(never)]
+fn settle(t: &Tls) {
+    let v = t.pending.replace(0);
+    let b = t.current.get();
+    if !b.is_null() {
+        // SAFETY: set by `scope`, which outlives every allocation made
+        // while it is current.
+        let b = unsafe { &*b };
+        let used = b.used.fetch_add(v, Relaxed).saturating_add(v);
+        t.room.set(b.room(used));
+    }
+}
+
+/// Make `b` (null: none) this thread's current budget, with nothing
+/// pending and its room read fresh.
+#[inline(always)]
+fn enter(t: &Tls, b: *const Budget) {
+    t.current.set(b);
+    t.pending.set(0);
+    t.room.set(if b.is_null() {
+        i64::MAX
+    } else {
+        // SAFETY: as in `settle`: `b` is the budget of a running scope.
+        let b = unsafe { &*b };
+        b.room(b.used.load(Relaxed))
+    });
+}
+
+/// Add what this thread counted to `b`'s total (the current budget).
+#[inline(always)]
+fn add_pending(t: &Tls, b: *const Budget) {
+    let v = t.pending.replace(0);
     if !b.is_null() && v != 0 {
-        // SAFETY: as in `account`: the scope that set it is still running.
+        // SAFETY: as in `settle`.
         unsafe { &*b }.used.fetch_add(v, Relaxed);
     }
 }
@@ -123,10 +169,19 @@ impl Budget {
     /// when this is the current budget.
     fn held(&self) -> i64 {
         let mut u = self.used.load(Relaxed);
-        if std::ptr::eq(CURRENT.with(|c| c.get()), self) {
-            u += PENDING.with(|p| p.get());
+        if std::ptr::eq(T.with(|t| t.current.get()), self) {
+            u += T.with(|t| t.pending.get());
         }
         u
+    }
+
+    /// What is left under the limit when the shared total is `used`.
+    fn room(&self, used: i64) -> i64 {
+        if self.limit > 0 {
+            self.limit.saturating_sub(used)
+        } else {
+            i64::MAX
+        }
     }
 
     pub fn limit(&self) -> u64 {
@@ -140,19 +195,24 @@ impl Budget {
 
 /// Run `f` with `b` counting this thread's allocations (nested calls
 /// count into their own script's budget, then this one resumes).
-pub fn scope<T>(b: &Budget, f: impl FnOnce() -> T) -> T {
-    flush();
-    let prev = CURRENT.with(|c| c.replace(b));
-    let prev_caller = CALLER.with(|c| c.replace(prev));
-    struct Restore(*const Budget, *const Budget);
+pub fn scope<R>(b: &Budget, f: impl FnOnce() -> R) -> R {
+    let (prev, prev_caller) = T.with(|t| {
+        let prev = t.current.get();
+        add_pending(t, prev);
+        enter(t, b);
+        (prev, t.caller.replace(prev))
+    });
+    struct Restore(*const Budget, *const Budget, *const Budget);
     impl Drop for Restore {
         fn drop(&mut self) {
-            flush();
-            CURRENT.with(|c| c.set(self.0));
-            CALLER.with(|c| c.set(self.1));
+            let _ = T.try_with(|t| {
+                add_pending(t, self.0);
+                enter(t, self.1);
+                t.caller.set(self.2);
+            });
         }
     }
-    let _r = Restore(prev, prev_caller);
+    let _r = Restore(b, prev, prev_caller);
     f()
 }
 
@@ -176,7 +236,7 @@ pub fn transfer(bytes: usize, to: Option<&Budget>) {
 
 /// The budget of the script call running on this thread, if any.
 fn current() -> Option<&'static Budget> {
-    let b = CURRENT.with(|c| c.get());
+    let b = T.with(|t| t.current.get());
     // SAFETY: valid for the duration of the `scope` that set it, which
     // encloses every caller of this function.
     (!b.is_null()).then(|| unsafe { &*b })
@@ -185,22 +245,17 @@ fn current() -> Option<&'static Budget> {
 /// The budget of the call that called the running one (a filter's script
 /// above a script plugin), if any: where a result handed up goes.
 pub fn caller() -> Option<&'static Budget> {
-    let b = CALLER.with(|c| c.get());
+    let b = T.with(|t| t.caller.get());
     // SAFETY: as `current`: the caller's scope encloses this call.
     (!b.is_null()).then(|| unsafe { &*b })
 }
 
-/// Whether the running call's script is over its budget (`over_by(0)`
-/// of the current budget, read in place: rhai asks at every operation).
+/// Whether the running call's script is over its budget: what this
+/// thread counted beyond the room it last read (rhai asks at every
+/// operation; one comparison).
 #[inline]
 pub fn over() -> bool {
-    let b = CURRENT.with(|c| c.get());
-    if b.is_null() {
-        return false;
-    }
-    // SAFETY: as `current`: the scope that set it is still running.
-    let b = unsafe { &*b };
-    b.limit > 0 && b.used.load(Relaxed).saturating_add(PENDING.with(|p| p.get())) > b.limit
+    T.with(|t| t.pending.get() > t.room.get())
 }
 
 /// The value that stops a call over its budget (with the message).

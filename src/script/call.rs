@@ -1,6 +1,7 @@
 //! Calling a callback of a compiled script ([`Code`]): the arguments on
-//! the stack ([`Args`]), then the fast path (`eval_ast(false)`, a fresh
-//! `Scope`, arguments moved in, trailing flags dropped to the script's
+//! the stack ([`Args`]), then the fast path (`eval_ast(false)`, the
+//! connection's kept `Scope` ([`Scopes`]) or a fresh one, arguments moved
+//! in, trailing flags dropped to the script's
 //! arity) on the script stack, within its memory budget and time limit,
 //! with the result checked and errors mapped to the client's errno.
 
@@ -17,16 +18,32 @@ const MAX_ARGS: usize = 5;
 
 /// A callback's arguments, on the stack (no `Vec` per call); moved into
 /// the script's scope, never cloned.
-pub struct Args {
+pub struct Args<'a> {
     v: [Dynamic; MAX_ARGS],
     n: usize,
+    /// Bytes of the Blobs among them: they become the script's (all of
+    /// them are dropped inside its call, even those beyond its arity).
+    blobs: usize,
+    /// The caller's kept `Scope`, if it has one.
+    scopes: Option<&'a Scopes>,
 }
 
-impl Args {
-    pub fn new<const N: usize>(a: [Dynamic; N]) -> Args {
+/// The capacity of `d` if it is a Blob.
+fn blob_bytes(d: &Dynamic) -> usize {
+    if d.is_blob() {
+        d.read_lock::<Blob>().map_or(0, |b| b.capacity())
+    } else {
+        0
+    }
+}
+
+impl<'a> Args<'a> {
+    pub fn new<const N: usize>(a: [Dynamic; N]) -> Args<'a> {
         let mut args = Args {
             v: Default::default(),
             n: 0,
+            blobs: 0,
+            scopes: None,
         };
         for d in a {
             args.push(d);
@@ -37,15 +54,30 @@ impl Args {
     /// Add an argument at the end (ignored beyond `MAX_ARGS`, which no
     /// callback reaches).
     pub fn push(&mut self, d: Dynamic) {
+        let bytes = blob_bytes(&d);
+        self.push_known(d, bytes);
+    }
+
+    /// `push` of a value the caller made: an integer (`bytes` 0) or a Blob
+    /// of `bytes` capacity; no type check.
+    pub fn push_known(&mut self, d: Dynamic, bytes: usize) {
         if let Some(slot) = self.v.get_mut(self.n) {
             *slot = d;
             self.n += 1;
+            self.blobs += bytes;
         }
+    }
+
+    /// Call in `s` (kept between calls) rather than a fresh `Scope`.
+    pub fn in_scope_of(mut self, s: &'a Scopes) -> Args<'a> {
+        self.scopes = Some(s);
+        self
     }
 
     /// Add an argument in front.
     pub fn push_front(&mut self, d: Dynamic) {
         if self.n < MAX_ARGS {
+            self.blobs += blob_bytes(&d);
             self.v[..=self.n].rotate_right(1);
             self.v[0] = d;
             self.n += 1;
@@ -53,7 +85,14 @@ impl Args {
     }
 }
 
-impl FuncArgs for Args {
+/// A connection's `Scope`, kept between its calls so that each call does
+/// not allocate and free its two buffers (emptied after every call, and
+/// freed with the connection in the script's budget). A call that finds
+/// it in use (parallel requests) takes a fresh one.
+#[derive(Default)]
+pub struct Scopes(parking_lot::Mutex<Scope<'static>>);
+
+impl FuncArgs for Args<'_> {
     fn parse<A: Extend<Dynamic>>(mut self, args: &mut A) {
         args.extend(self.v[..self.n].iter_mut().map(std::mem::take));
     }
@@ -89,11 +128,8 @@ pub fn call_conv<T>(
     args.n = args.n.min(n);
     // Buffers handed in (a `pwrite`'s) become this script's: out of the
     // caller's budget now, into this one's when its scope starts.
-    let handed_in: usize = args.v[..args.n]
-        .iter()
-        .filter(|a| a.is_blob())
-        .filter_map(|a| a.read_lock::<Blob>().map(|b| b.capacity()))
-        .sum();
+    let handed_in = args.blobs;
+    let scopes = args.scopes.take();
     if handed_in > 0 {
         memory::transfer(handed_in, None);
     }
@@ -103,15 +139,23 @@ pub fn call_conv<T>(
     let r = stack::run(|| {
         memory::scope(budget, || {
             memory::receive(handed_in);
+            let mut kept = scopes.and_then(|s| s.0.try_lock());
+            let mut fresh = Scope::new();
+            let scope = match kept.as_deref_mut() {
+                Some(s) => s,
+                None => &mut fresh,
+            };
             let r = budget::with_deadline(code_opts.timeout, || {
                 code.engine.call_fn_with_options::<Dynamic>(
                     CallFnOptions::new().eval_ast(false).rewind_scope(false),
-                    &mut Scope::new(),
+                    scope,
                     &code.ast,
                     cb.name(),
                     args,
                 )
             });
+            scope.clear();
+            drop(kept);
             match r {
                 Ok(v) => {
                     let v = v.flatten();

@@ -3,7 +3,7 @@
 //! which callbacks exist (overridden by `can_*`), the thread model's locks,
 //! Blobs moved in and out. Only `src/script/` may import rhai.
 
-use super::call::{call_conv, call_raw, Args};
+use super::call::{call_conv, call_raw, Args, Scopes};
 use super::code::{contract, Cb, Code, Kind};
 use super::load::Host;
 use super::host::array_to_extents;
@@ -78,6 +78,7 @@ pub struct Layer {
     /// `next` as the script sees it (a `Next` value), or unit for plugins.
     next_dyn: Dynamic,
     lock: parking_lot::Mutex<()>,
+    scopes: Scopes,
     closed: AtomicBool,
 }
 
@@ -111,6 +112,7 @@ impl Layer {
             next,
             next_dyn,
             lock: parking_lot::Mutex::new(()),
+            scopes: Scopes::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -123,8 +125,16 @@ impl Layer {
     }
 
     /// Call `cb` of `code` with `[next,] h, rest...` under the thread model's lock.
-    fn call<const N: usize>(&self, code: &Code, cb: Cb, rest: [Dynamic; N]) -> Result<Dynamic> {
-        self.call_with(code, cb, rest, Ok)
+    /// `rest` are integers but for `rest[0]` when `blob` > 0: then it is a
+    /// Blob of that capacity (a `pwrite`'s buffer, handed to the script).
+    fn call<const N: usize>(
+        &self,
+        code: &Code,
+        cb: Cb,
+        rest: [Dynamic; N],
+        blob: usize,
+    ) -> Result<Dynamic> {
+        self.call_with(code, cb, rest, blob, Ok)
     }
 
     /// `call`, converting the result inside the script's memory budget.
@@ -133,6 +143,7 @@ impl Layer {
         code: &Code,
         cb: Cb,
         rest: [Dynamic; N],
+        blob: usize,
         conv: impl FnOnce(Dynamic) -> Result<T>,
     ) -> Result<T> {
         let mut args = Args::new([]);
@@ -140,8 +151,8 @@ impl Layer {
             args.push(self.next_dyn.clone());
         }
         args.push(self.handle.clone());
-        for d in rest {
-            args.push(d);
+        for (i, d) in rest.into_iter().enumerate() {
+            args.push_known(d, if i == 0 { blob } else { 0 });
         }
         let _g = match self.host.model {
             ThreadModel::SerializeAllRequests => Some(self.host.global.lock()),
@@ -154,7 +165,7 @@ impl Layer {
             code,
             &self.host.name,
             cb,
-            args,
+            args.in_scope_of(&self.scopes),
             conv,
         )
     }
@@ -171,7 +182,7 @@ impl Layer {
         let code = self.code();
         if code.has(cb) {
             let name = &self.host.name;
-            return self.call_with(&code, cb, [], |v| {
+            return self.call_with(&code, cb, [], 0, |v| {
                 conv(v).map_err(|m| contract(&code, name, cb, m))
             });
         }
@@ -188,6 +199,7 @@ impl Layer {
                 &code,
                 cb,
                 [int(count), int(offset), Dynamic::from(flags as INT)],
+                0,
             )
         })
     }
@@ -207,7 +219,8 @@ impl Drop for Layer {
     /// logged with their count.
     fn drop(&mut self) {
         let h = std::mem::take(&mut self.handle);
-        memory::scope(&self.host.budget, || drop(h));
+        let s = std::mem::take(&mut self.scopes);
+        memory::scope(&self.host.budget, || drop((h, s)));
         super::report::flush();
     }
 }
@@ -356,6 +369,7 @@ impl Backend for Layer {
             &code,
             Cb::Pread,
             [int(count as u64), int(offset), Dynamic::from(flags as INT)],
+            0,
             |v| {
                 let b = v.into_blob().map_err(|t| {
                     contract(
@@ -396,6 +410,7 @@ impl Backend for Layer {
                 )),
             };
         }
+        let cap = buf.capacity();
         unit(self.call(
             &code,
             Cb::Pwrite,
@@ -404,12 +419,13 @@ impl Backend for Layer {
                 int(offset),
                 Dynamic::from(flags as INT),
             ],
+            cap,
         ))
     }
     fn flush(&self, flags: u32) -> Result<()> {
         let code = self.code();
         if code.has(Cb::Flush) {
-            return unit(self.call(&code, Cb::Flush, [Dynamic::from(flags as INT)]));
+            return unit(self.call(&code, Cb::Flush, [Dynamic::from(flags as INT)], 0));
         }
         match &self.next {
             Some(n) => n.flush(flags),
@@ -444,6 +460,7 @@ impl Backend for Layer {
                 &code,
                 Cb::Extents,
                 [int(count), int(offset), Dynamic::from(flags as INT)],
+                0,
                 |v| {
                     array_to_extents(v, count, offset)
                         .map_err(|m| contract(&code, name, Cb::Extents, m))
@@ -472,7 +489,7 @@ impl Backend for Layer {
         }
         let code = self.code();
         if code.has(Cb::Close) {
-            let _ = self.call(&code, Cb::Close, []);
+            let _ = self.call(&code, Cb::Close, [], 0);
         }
         if let Some(n) = &self.next {
             n.close()

@@ -1,12 +1,15 @@
 //! `Export`: one opened chain as the server sees it. Caches what was
 //! negotiated, checks every offset and length against the size, refuses
-//! what was not advertised, and emulates what the top layer lacks (FUA by
-//! flush, zero by writing zeros, cache by reading).
+//! what was not advertised, and emulates what the top layer lacks as
+//! nbdkit's server/backend.c does (zero by writing zeros, cache by
+//! reading). FUA is passed down whenever it is advertised: a plugin
+//! without native FUA gets its flush in the plugin layer, below every
+//! filter (see `plugin_layer`).
 //! Must not import tokio or rhai.
 
+use super::chunks::{each_data_chunk, write_zeros};
 use super::{
-    budget, extent_type, flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents,
-    FuaMode, Result,
+    budget, flags, Backend, BackendError, BlockSize, CacheMode, Errno, Extents, FuaMode, Result,
 };
 use std::sync::Arc;
 
@@ -45,17 +48,6 @@ pub struct ExportInfo {
 pub struct Export {
     top: Arc<dyn Backend>,
     info: Arc<ExportInfo>,
-}
-
-/// Largest buffer allocated for emulating zero or cache in one step.
-const EMULATE_CHUNK: u64 = 1 << 20;
-
-/// The start of a range, by the layer's extents.
-enum Run {
-    /// This many bytes read as zeros.
-    Zero(u64),
-    /// This many bytes may hold data.
-    Data(u64),
 }
 
 fn check_range(size: u64, count: u64, offset: u64, errno: Errno, what: &str) -> Result<()> {
@@ -134,15 +126,11 @@ impl Export {
         &self.top
     }
 
-    fn fua_after(&self, fua: bool) -> Result<()> {
-        if fua && self.info.fua == FuaMode::Emulate {
-            self.top.flush(0)?;
-        }
-        Ok(())
-    }
-
+    /// The FUA flag for the top layer: passed whenever FUA is advertised,
+    /// native or emulated, as nbdkit does (the layer that emulates it
+    /// flushes: the plugin layer, or a filter that says `Emulate`).
     fn fua_flag(&self, fua: bool) -> u32 {
-        if fua && self.info.fua == FuaMode::Native {
+        if fua && self.info.fua != FuaMode::None {
             flags::FUA
         } else {
             0
@@ -188,16 +176,14 @@ impl Export {
     /// NBD_CMD_WRITE.
     pub fn write(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<()> {
         self.write_allowed(buf.len(), offset)?;
-        self.top.pwrite_owned(buf, offset, self.fua_flag(fua))?;
-        self.fua_after(fua)
+        self.top.pwrite_owned(buf, offset, self.fua_flag(fua))
     }
 
     /// NBD_CMD_WRITE from a borrowed buffer (a layer that wants to own
     /// the bytes copies them, as it would have to anyway).
     pub fn write_slice(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.write_allowed(buf.len(), offset)?;
-        self.top.pwrite(buf, offset, self.fua_flag(fua))?;
-        self.fua_after(fua)
+        self.top.pwrite(buf, offset, self.fua_flag(fua))
     }
 
     /// A write of `len` bytes at `offset` is allowed: the export is
@@ -223,8 +209,7 @@ impl Export {
             return Ok(());
         }
         let _b = budget::Budget::start();
-        self.top.trim(count, offset, self.fua_flag(fua))?;
-        self.fua_after(fua)
+        self.top.trim(count, offset, self.fua_flag(fua))
     }
 
     /// NBD_CMD_WRITE_ZEROES. `may_trim` is the inverse of NO_HOLE.
@@ -260,7 +245,7 @@ impl Export {
         }
         if self.info.can_zero {
             match self.top.zero(count, offset, f) {
-                Ok(()) => return self.fua_after(fua),
+                Ok(()) => return Ok(()),
                 Err(e) if e.errno == Errno::NotSup && !fast => {}
                 Err(e) => return Err(e),
             }
@@ -270,76 +255,35 @@ impl Export {
                 "fast zero is not supported",
             ));
         }
-        self.emulate_zero(count, offset, fua)?;
-        self.fua_after(fua)
+        self.emulate_zero(count, offset, fua)
     }
 
-    /// WRITE_ZEROES by `pwrite` of zeros, in chunks of at most
-    /// [`EMULATE_CHUNK`]: ranges the layer reports as reading zeros are
-    /// skipped, no lock is held between chunks (a script layer takes its
-    /// own per call), and the request stops at its time budget or at
-    /// shutdown (see [`budget`]).
+    /// WRITE_ZEROES by `pwrite` of zeros (the top layer has no zero), as
+    /// nbdkit's `backend_zero`: with native FUA every write carries it,
+    /// with emulated FUA the last one does (the plugin layer flushes
+    /// after it), so a filter sees writes with `fua=1` and no flush.
+    /// Ranges the layer reports as reading zeros are skipped (if that
+    /// leaves nothing to write, a FUA request still gets its flush).
     fn emulate_zero(&self, count: u64, offset: u64, fua: bool) -> Result<()> {
         const WHAT: &str = "write zeroes (emulated with pwrite: the plugin has no zero)";
-        let zeros = vec![0u8; count.min(EMULATE_CHUNK) as usize];
-        self.each_data_chunk(WHAT, count, offset, |pos, n| {
-            self.top.pwrite(&zeros[..n], pos, self.fua_flag(fua))
-        })
-    }
-
-    /// Call `f(pos, len)` for the chunks (at most [`EMULATE_CHUNK`]) of
-    /// `[offset, offset+count)` that do not read as zeros, checking the
-    /// request's time budget and shutdown before each: the one walk behind
-    /// emulated zero and cache.
-    fn each_data_chunk(
-        &self,
-        what: &str,
-        count: u64,
-        offset: u64,
-        mut f: impl FnMut(u64, usize) -> Result<()>,
-    ) -> Result<()> {
-        let end = offset + count;
-        let mut pos = offset;
-        let mut data_until = offset;
-        while pos < end {
-            budget::check(what, pos - offset, count)?;
-            if pos >= data_until {
-                match self.zero_run(end - pos, pos) {
-                    Run::Zero(n) => {
-                        pos += n;
-                        continue;
-                    }
-                    Run::Data(n) => data_until = pos + n,
-                }
-            }
-            let n = (data_until - pos).min(EMULATE_CHUNK) as usize;
-            f(pos, n)?;
-            pos += n as u64;
+        let (each, last) = match self.info.fua {
+            FuaMode::Native if fua => (flags::FUA, flags::FUA),
+            FuaMode::Emulate if fua => (0, flags::FUA),
+            _ => (0, 0),
+        };
+        let wrote = write_zeros(
+            &*self.top,
+            self.info.can_extents,
+            WHAT,
+            count,
+            offset,
+            each,
+            last,
+        )?;
+        if !wrote && fua && self.info.can_flush {
+            self.top.flush(0)?;
         }
         Ok(())
-    }
-
-    /// Does `[offset, offset+count)` start with bytes that read as zeros
-    /// (by the layer's extents)? Without extents, or if they fail, it is
-    /// all data.
-    fn zero_run(&self, count: u64, offset: u64) -> Run {
-        if !self.info.can_extents {
-            return Run::Data(count);
-        }
-        match self.top.extents(count, offset, flags::REQ_ONE) {
-            Ok(e) => match e.as_slice().first() {
-                Some(x) if x.offset == offset && x.length > 0 => {
-                    let n = x.length.min(count);
-                    if x.typ & extent_type::ZERO != 0 {
-                        Run::Zero(n)
-                    } else {
-                        Run::Data(n)
-                    }
-                }
-                _ => Run::Data(count),
-            },
-            Err(_) => Run::Data(count),
-        }
     }
 
     /// NBD_CMD_BLOCK_STATUS for `base:allocation`. Always returns at least
@@ -389,9 +333,14 @@ impl Export {
             CacheMode::Native => self.top.cache(count, offset, 0),
             CacheMode::Emulate => {
                 // Read and discard, skipping what reads as zeros.
-                self.each_data_chunk("cache (emulated by reading)", count, offset, |pos, n| {
-                    self.top.pread_owned(n as u32, pos, 0).map(drop)
-                })
+                each_data_chunk(
+                    &*self.top,
+                    self.info.can_extents,
+                    "cache (emulated by reading)",
+                    count,
+                    offset,
+                    |pos, n| self.top.pread_owned(n as u32, pos, 0).map(drop),
+                )
             }
         }
     }

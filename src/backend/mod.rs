@@ -7,14 +7,18 @@
 //! layer below it (`next`) and returns a `Backend` that wraps it. Every
 //! `Backend` method has a default: a layer that returns its `next()` passes
 //! the call through, a layer without `next` (a plugin) gets nbdkit's default.
-//! The [`Stack`] opens the whole chain, and [`Export`] is what the server
-//! talks to: negotiated capabilities, bounds checks and emulation.
+//! The [`Stack`] opens the whole chain (the plugin wrapped in the plugin
+//! layer, which emulates FUA and zero below every filter, as nbdkit), and
+//! [`Export`] is what the server talks to: negotiated capabilities,
+//! bounds checks and the emulation nbdkit does at the top.
 
 pub mod budget;
+mod chunks;
 pub mod debug;
 mod error;
 mod export;
 mod extents;
+mod plugin_layer;
 pub mod shutdown;
 mod stack;
 
@@ -53,7 +57,8 @@ pub mod extent_type {
 pub enum FuaMode {
     /// FUA is not advertised.
     None,
-    /// The server flushes after the write.
+    /// The flag still comes down through the filters; the plugin layer
+    /// takes it off and flushes after the write.
     Emulate,
     /// The flag is passed to the layer.
     Native,

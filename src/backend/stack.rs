@@ -1,7 +1,7 @@
 //! `Stack`: a plugin and its filters, opened as one chain per connection.
 //! Must not import tokio or rhai.
 
-use super::{debug, Backend, Export, Filter, Peer, Plugin, Result};
+use super::{debug, plugin_layer, Backend, Export, Filter, Peer, Plugin, Result};
 use std::sync::Arc;
 
 /// The plugin plus the filters stacked over it. `filters[0]` is the first
@@ -32,8 +32,9 @@ impl Stack {
             .try_for_each(|f| f.preconnect(peer, readonly))
     }
 
-    /// Open the chain bottom-up: the plugin, then each filter from the
-    /// innermost to the outermost. Returns the outermost layer.
+    /// Open the chain bottom-up: the plugin (in its plugin layer, see
+    /// [`plugin_layer`]), then each filter from the innermost to the
+    /// outermost. Returns the outermost layer.
     pub fn open_chain(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Backend>> {
         self.open_chain_tls(readonly, export_name, false)
     }
@@ -47,7 +48,8 @@ impl Stack {
     ) -> Result<Arc<dyn Backend>> {
         let name = self.plugin.name();
         debug::open(&name, readonly, export_name, tls);
-        let mut layer = debug::wrap(name, self.plugin.open(readonly, export_name)?);
+        let plugin = plugin_layer::wrap(self.plugin.open(readonly, export_name)?);
+        let mut layer = debug::wrap(name, plugin);
         for f in self.filters.iter().rev() {
             let name = f.name();
             debug::open(&name, readonly, export_name, tls);

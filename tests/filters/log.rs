@@ -117,3 +117,116 @@ fn flush(h, flags) { print(\"plugin flush\") }
         "{text}"
     );
 }
+
+/// A client's FUA write, FUA zero (emulated by a write) and FUA trim,
+/// then a plain write and a flush, under `--filter=log`.
+const FUA_REQUESTS: &str = "nbdsh -u \"$uri\" -c 'h.pwrite(b\"x\" * 512, 0, nbd.CMD_FLAG_FUA)' \
+     -c 'h.zero(4096, 8192, nbd.CMD_FLAG_FUA)' -c 'h.trim(4096, 65536, nbd.CMD_FLAG_FUA)' \
+     -c 'h.pwrite(b\"y\" * 512, 512)' -c 'h.flush()'";
+
+/// The log's request lines without their timestamps.
+fn request_lines(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines()
+        .filter(|l| l.contains(" connection="))
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn log_sees_emulated_fua_as_nbdkit_one_write_and_no_flush() {
+    // A plugin with flush but no native FUA (nbdkit's NBDKIT_FUA_EMULATE):
+    // the emulation is in the plugin layer, below every filter, so the log
+    // shows each request once with fua=1 and no Flush, line for line as
+    // nbdkit's for an eval plugin with the same capabilities; and the
+    // plugin still gets its flush after each FUA request, in the same
+    // order as nbdkit's plugin gets it.
+    let d = scratch();
+    let plugin = script(
+        d.path(),
+        "emulated-fua.rhai",
+        "fn config(p) { #{ disk: disk(\"1M\") } }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
+fn fua(flags) { if (flags & nbd::FUA) != 0 { \"fua\" } else { \"\" } }
+fn pwrite(h, buf, offset, flags) { print(`call pwrite ${offset} ${fua(flags)}`); h.disk.pwrite(buf, offset) }
+fn trim(h, count, offset, flags) { print(`call trim ${offset} ${fua(flags)}`) }
+fn flush(h, flags) { print(\"call flush\") }
+",
+    );
+    let ours_log = d.path().join("ours.log");
+    let o = run(
+        bin(),
+        &[
+            "-U",
+            "-",
+            "--filter=log",
+            &plugin,
+            &format!("logfile={}", ours_log.display()),
+            "--run",
+            FUA_REQUESTS,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let ours_calls: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_once("call ").map(|(_, c)| c.trim()))
+        .collect();
+
+    let calls = d.path().join("calls");
+    let c = calls.display();
+    let theirs_log = d.path().join("theirs.log");
+    let o = run(
+        "nbdkit",
+        &[
+            "-U",
+            "-",
+            "--filter=log",
+            "eval",
+            "get_size=echo 1M",
+            "pread=dd if=/dev/zero bs=$3 count=1 status=none",
+            &format!("pwrite=echo pwrite $4 $5 >> {c}; cat >/dev/null"),
+            &format!("trim=echo trim $4 $5 >> {c}"),
+            &format!("flush=echo flush >> {c}"),
+            "can_write=exit 0",
+            "can_trim=exit 0",
+            "can_flush=exit 0",
+            "can_fua=echo emulate",
+            &format!("logfile={}", theirs_log.display()),
+            "--run",
+            FUA_REQUESTS,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs_calls = std::fs::read_to_string(&calls).unwrap();
+    let theirs_calls: Vec<&str> = theirs_calls.lines().map(str::trim).collect();
+
+    let ours = request_lines(&ours_log);
+    for want in [
+        "connection=1 Write id=1 offset=0x0 count=0x200 fua=1 ...",
+        "connection=1 Write id=2 offset=0x2000 count=0x1000 fua=1 ...",
+        "connection=1 Trim id=3 offset=0x10000 count=0x1000 fua=1 ...",
+        "connection=1 Flush id=5 ...",
+    ] {
+        assert!(
+            ours.iter().any(|l| l == want),
+            "{want:?} missing: {ours:#?}"
+        );
+    }
+    assert_eq!(ours.iter().filter(|l| l.contains(" Flush ")).count(), 1);
+    assert_eq!(ours, request_lines(&theirs_log));
+    // Durable: the plugin flushed after every FUA request.
+    let want = [
+        "pwrite 0",
+        "flush",
+        "pwrite 8192",
+        "flush",
+        "trim 65536",
+        "flush",
+        "pwrite 512",
+        "flush",
+    ];
+    assert_eq!(ours_calls, want);
+    assert_eq!(theirs_calls, want);
+}

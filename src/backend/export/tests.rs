@@ -1,9 +1,9 @@
 //! `Export` as tables of cases: range checks, read-only refusals, what is
-//! emulated (FUA by flush, zero by pwrite, cache by reading) and what is
-//! passed down, against a recording layer.
+//! emulated at the top (zero by pwrite, cache by reading) and what is
+//! passed down (FUA, native or emulated), against a recording layer.
 
 use super::*;
-use crate::backend::{Backend, CacheMode, FuaMode};
+use crate::backend::{extent_type, Backend, CacheMode, FuaMode};
 use std::sync::Mutex;
 
 /// A layer of `size` bytes that records every call as a string.
@@ -124,7 +124,7 @@ fn issue(e: &Export, r: Req) -> Result<()> {
     }
 }
 
-const SIZE: u64 = 1 << 20;
+const SIZE: u64 = 4 << 20;
 
 #[test]
 fn requests_outside_the_export_are_refused_with_the_right_errno() {
@@ -183,11 +183,15 @@ fn read_only_exports_refuse_every_write_with_eperm() {
 #[test]
 fn what_reaches_the_layer_by_its_capabilities() {
     let zero = |fua, may_trim, fast| Req::Zero { count: 8192, offset: 0, fua, may_trim, fast };
+    let big_zero = Req::Zero { count: 2 << 20, offset: 0, fua: true, may_trim: false, fast: false };
     // (layer, request, calls the layer sees, error)
     let cases: Vec<(Rec, Req, Vec<&str>, Option<Errno>)> = vec![
-        // FUA: native passes the flag, emulated flushes after.
+        // FUA: passed down native or emulated (the plugin layer flushes,
+        // below the filters, as nbdkit), dropped when not advertised.
         (Rec::new(SIZE), Req::Write(512, 0, true), vec!["pwrite 512 0 1"], None),
-        (Rec { fua: FuaMode::Emulate, ..Rec::new(SIZE) }, Req::Write(512, 0, true), vec!["pwrite 512 0 0", "flush"], None),
+        (Rec { fua: FuaMode::Emulate, ..Rec::new(SIZE) }, Req::Write(512, 0, true), vec!["pwrite 512 0 1"], None),
+        (Rec { fua: FuaMode::None, ..Rec::new(SIZE) }, Req::Write(512, 0, true), vec!["pwrite 512 0 0"], None),
+        (Rec { fua: FuaMode::Emulate, ..Rec::new(SIZE) }, zero(true, true, false), vec!["zero 8192 0 3"], None),
         // Zero: native with MAY_TRIM (2) and FAST_ZERO (4) flags.
         (Rec::new(SIZE), zero(false, true, false), vec!["zero 8192 0 2"], None),
         (Rec { fast_zero: true, ..Rec::new(SIZE) }, zero(true, false, true), vec!["zero 8192 0 5"], None),
@@ -198,6 +202,12 @@ fn what_reaches_the_layer_by_its_capabilities() {
         // by the extents (only the first 4 KiB is data).
         (Rec { zero: false, ..Rec::new(SIZE) }, zero(false, false, false), vec!["pwrite 8192 0 0"], None),
         (Rec { zero: false, extents: true, ..Rec::new(SIZE) }, zero(false, false, false), vec!["pwrite 4096 0 0"], None),
+        // ... with FUA as nbdkit's backend_zero: on every write when
+        // native, on the last when emulated, and never a flush here.
+        (Rec { zero: false, ..Rec::new(SIZE) }, big_zero, vec!["pwrite 1048576 0 1", "pwrite 1048576 1048576 1"], None),
+        (Rec { zero: false, fua: FuaMode::Emulate, ..Rec::new(SIZE) }, big_zero, vec!["pwrite 1048576 0 0", "pwrite 1048576 1048576 1"], None),
+        // Nothing left to write after the extents: FUA still flushes.
+        (Rec { zero: false, extents: true, ..Rec::new(SIZE) }, Req::Zero { count: 4096, offset: 8192, fua: true, may_trim: false, fast: false }, vec!["flush"], None),
         // Cache: none does nothing, native calls cache, emulated reads
         // the data part only.
         (Rec::new(SIZE), Req::Cache(8192, 0), vec![], None),

@@ -10,7 +10,7 @@ use super::negotiate::negotiate;
 use super::transport::{Closer, Transport};
 use super::Shared;
 use crate::backend::ThreadModel;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -106,7 +106,7 @@ fn run(
         warn!(?peer, "connection refused: {e}");
         return;
     }
-    let neg = match negotiate(&mut t, shared) {
+    let neg = match negotiate(&mut t, shared, &state.negotiating) {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(e) => {
@@ -114,7 +114,6 @@ fn run(
             return;
         }
     };
-    state.negotiating.store(false, SeqCst);
     let _ = phase.send(Phase::Transmission);
     let ci = ConnInfo::of(&neg);
     let export = neg.export;

@@ -13,6 +13,7 @@ use crate::protocol::handshake as hs;
 use crate::protocol::ReplyMode;
 use bytes::BytesMut;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use tracing::{debug, info, warn};
 
 /// The outcome of a successful handshake.
@@ -95,8 +96,15 @@ fn open_export(shared: &Shared, name: &str, tls: bool) -> Result<Export, String>
 }
 
 /// Run the handshake. `Ok(None)` means the client ended it (ABORT or
-/// disconnect) without entering transmission.
-pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negotiated>> {
+/// disconnect) without entering transmission. `negotiating` turns false
+/// before the reply that ends the handshake is sent: from then on the
+/// client may send requests, so the connection limit must not evict it
+/// as a connection still in its handshake.
+pub fn negotiate(
+    t: &mut Transport,
+    shared: &Shared,
+    negotiating: &AtomicBool,
+) -> io::Result<Option<Negotiated>> {
     let gflags = shared.config.handshake_flags;
     t.write_all(&hs::greeting(gflags))?;
     let mut cf = [0u8; 4];
@@ -182,6 +190,7 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                 }
                 let flags = transmission_flags(&export, mode);
                 hs::export_name_reply(&mut out, export.size(), flags, no_zeroes);
+                negotiating.store(false, SeqCst);
                 if let Err(e) = t.write_all(&out) {
                     export.close(); // every open is closed (noparallel, log)
                     return Err(e);
@@ -260,6 +269,9 @@ pub fn negotiate(t: &mut Transport, shared: &Shared) -> io::Result<Option<Negoti
                     }
                 }
                 hs::option_reply(&mut out, h.option, REP_ACK, &[]);
+                if h.option == OPT_GO {
+                    negotiating.store(false, SeqCst);
+                }
                 if let Err(e) = t.write_all(&out) {
                     export.close(); // every open is closed (noparallel, log)
                     return Err(e);

@@ -1,6 +1,7 @@
 //! How write zeroes and extents are shown to clients by the nozero and
 //! noextents filters, compared with nbdkit's log filter lines and
-//! nbdinfo's map.
+//! nbdinfo's map; and fast zero, advertised and done (or refused at once)
+//! as nbdkit's plugins do it.
 
 use crate::common::*;
 
@@ -227,6 +228,82 @@ fn fast_zero_without_native_zero_fails_at_once_as_nbdkit() {
             json_fast_zero(prog, &["partitioning", i]),
             "\"can_fast_zero\": true,",
             "{prog}"
+        );
+    }
+}
+
+/// nbdsh against a 2 GiB tmpdisk: data around a 1 GiB range, a fast zero
+/// of that range (may trim, then NO_HOLE), each line the errno or
+/// `zeroed`, whether it came back within 3 s, and what reads back.
+const TMPDISK_FAST_ZERO_PY: &str = r#"
+import time
+G = 1 << 30
+print(h.can_zero(), h.can_fast_zero())
+for flags in [nbd.CMD_FLAG_FAST_ZERO, nbd.CMD_FLAG_FAST_ZERO | nbd.CMD_FLAG_NO_HOLE]:
+    h.pwrite(b"A" * 4096, 4096)
+    h.pwrite(b"C" * 65536, 16 << 20)
+    h.pwrite(b"B" * 4096, G + 8192)
+    t = time.monotonic()
+    try:
+        h.zero(G, 8192, flags)
+        r = "zeroed"
+    except nbd.Error as e:
+        r = e.errno
+    print(r, time.monotonic() - t < 3, h.pread(4096, 4096) == b"A" * 4096,
+          h.pread(4096, G + 8192) == b"B" * 4096, bytes(h.pread(2, (16 << 20) + 4096)))
+"#;
+
+fn tmpdisk_fast_zero(prog: &str, tmpdir: &std::path::Path) -> String {
+    let out = client(prog)
+        .args([
+            "-U",
+            "-",
+            "tmpdisk",
+            "2G",
+            "command=truncate -s $size $disk",
+        ])
+        .args(["--run", &nbdsh_cmd(TMPDISK_FAST_ZERO_PY)])
+        .env("TMPDIR", tmpdir)
+        .output()
+        .expect("run server");
+    assert!(
+        out.status.success(),
+        "{prog}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tmpdisk_fast_zero_is_fallocate() {
+    // Both advertise fast zero. nbdkit's tmpdisk has no zero, so it fails
+    // every fast zero with ENOTSUP (nothing written); ours zeroes with
+    // fallocate: 1 GiB at once, zeros in the range, the rest intact.
+    let d = tempfile::tempdir().unwrap();
+    let theirs = tmpdisk_fast_zero("nbdkit", d.path());
+    assert_eq!(
+        theirs,
+        "True True\n\
+         ENOTSUP True True True b'CC'\n\
+         ENOTSUP True True True b'CC'\n"
+    );
+    let ours = tmpdisk_fast_zero(bin(), d.path());
+    assert_eq!(
+        ours,
+        "True True\n\
+         zeroed True True True b'\\x00\\x00'\n\
+         zeroed True True True b'\\x00\\x00'\n"
+    );
+    // On tmpfs (no FALLOC_FL_ZERO_RANGE) a NO_HOLE fast zero cannot be
+    // done without writing: ENOTSUP at once, the data still there.
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let ours = tmpdisk_fast_zero(bin(), shm.path());
+        assert_eq!(
+            ours,
+            "True True\n\
+             zeroed True True True b'\\x00\\x00'\n\
+             ENOTSUP True True True b'CC'\n"
         );
     }
 }

@@ -227,6 +227,15 @@ impl Backend for TmpDiskHandle {
     fn can_multi_conn(&self) -> Result<bool> {
         Ok(false)
     }
+    /// The disk is always a regular file, and the `file` layer zeroes with
+    /// fallocate only (PUNCH_HOLE when holes are allowed, else
+    /// ZERO_RANGE): metadata work, never a write of zeros, so fast zero is
+    /// advertised (as nbdkit's tmpdisk does). Where the file system cannot
+    /// do it that way the zero fails with ENOTSUP at once, and only a zero
+    /// without FAST_ZERO falls back to writing zeros (plugin layer).
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +276,29 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         a.close();
         b.close();
+    }
+
+    #[test]
+    fn fast_zero_is_fallocate_and_keeps_the_rest() {
+        use crate::backend::flags::{FAST_ZERO, MAY_TRIM};
+        let d = tempfile::tempdir().unwrap();
+        let p = plugin_in(
+            d.path(),
+            &[("size", "64M"), ("command", "truncate -s \"$size\" \"$disk\"")],
+        );
+        let h = p.open(false, "").expect("open");
+        assert!(h.can_fast_zero().unwrap());
+        h.pwrite(&[0xAA; 8192], 1 << 20, 0).unwrap();
+        for f in [FAST_ZERO | MAY_TRIM, FAST_ZERO] {
+            h.pwrite(&[0xAA; 8192], 1 << 20, 0).unwrap();
+            // Zero [1M+4K, 1M+4K+32M): the first 4 KiB written stay.
+            h.zero(32 << 20, (1 << 20) + 4096, f).expect("fast zero");
+            let mut buf = vec![1u8; 8192];
+            h.pread(&mut buf, 1 << 20, 0).unwrap();
+            assert_eq!(&buf[..4096], &[0xAA; 4096][..], "flags {f}");
+            assert_eq!(&buf[4096..], &[0; 4096][..], "flags {f}");
+        }
+        h.close();
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use super::value;
 use super::FilterDef;
 use crate::backend::{
-    budget, flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, Result,
+    budget, flags, Backend, BackendError, BlockSize, Errno, Extents, Filter, FuaMode, Result,
 };
 use crate::params::{ConfigError, Params};
 use parking_lot::Mutex;
@@ -162,6 +162,72 @@ impl BlocksizeHandle {
         self.next.pwrite(&block, start, f & flags::FUA)
     }
 
+    /// Run a split request: with FUA emulated below, the pieces go down
+    /// without it and one flush follows (nbdkit's blocksize filter), not
+    /// a flush per piece.
+    fn fua_once(&self, f: u32, op: impl FnOnce(u32) -> Result<()>) -> Result<()> {
+        if f & flags::FUA != 0 && self.next.can_fua()? == FuaMode::Emulate {
+            op(f & !flags::FUA)?;
+            return self.next.flush(0);
+        }
+        op(f)
+    }
+
+    fn write_split(&self, buf: &[u8], offset: u64, f: u32) -> Result<()> {
+        let (head, mid, tail) = self.split(buf.len() as u64, offset);
+        if head > 0 {
+            self.rmw(Some(&buf[..head as usize]), head, offset, f)?;
+        }
+        Self::chunks(
+            "blocksize: write",
+            mid,
+            offset + head,
+            self.maxdata,
+            |o, n| {
+                let s = (o - offset) as usize;
+                self.next.pwrite(&buf[s..s + n as usize], o, f)
+            },
+        )?;
+        if tail > 0 {
+            let o = offset + head + mid;
+            let s = (o - offset) as usize;
+            self.rmw(Some(&buf[s..]), tail, o, f)?;
+        }
+        Ok(())
+    }
+    fn zero_split(&self, count: u64, offset: u64, f: u32) -> Result<()> {
+        let (head, mid, tail) = self.split(count, offset);
+        if f & flags::FAST_ZERO != 0 && (head > 0 || tail > 0) {
+            return Err(BackendError::new(
+                Errno::NotSup,
+                "blocksize: an unaligned fast zero needs read-modify-write",
+            ));
+        }
+        if head > 0 {
+            self.rmw(None, head, offset, f)?;
+        }
+        Self::chunks(
+            "blocksize: zero",
+            mid,
+            offset + head,
+            self.maxlen,
+            |o, n| self.next.zero(n, o, f),
+        )?;
+        if tail > 0 {
+            self.rmw(None, tail, offset + head + mid, f)?;
+        }
+        Ok(())
+    }
+    fn trim_split(&self, count: u64, offset: u64, f: u32) -> Result<()> {
+        let (head, mid, _) = self.split(count, offset);
+        Self::chunks(
+            "blocksize: trim",
+            mid,
+            offset + head,
+            self.maxlen,
+            |o, n| self.next.trim(n, o, f),
+        )
+    }
     /// Call `op(offset, len)` over `[offset, offset+count)` in pieces of at
     /// most `max`, within the request's time budget (a 2^62-byte zero
     /// split at a small `maxlen` is billions of calls).
@@ -228,59 +294,13 @@ impl Backend for BlocksizeHandle {
         Ok(())
     }
     fn pwrite(&self, buf: &[u8], offset: u64, f: u32) -> Result<()> {
-        let (head, mid, tail) = self.split(buf.len() as u64, offset);
-        if head > 0 {
-            self.rmw(Some(&buf[..head as usize]), head, offset, f)?;
-        }
-        Self::chunks(
-            "blocksize: write",
-            mid,
-            offset + head,
-            self.maxdata,
-            |o, n| {
-                let s = (o - offset) as usize;
-                self.next.pwrite(&buf[s..s + n as usize], o, f)
-            },
-        )?;
-        if tail > 0 {
-            let o = offset + head + mid;
-            let s = (o - offset) as usize;
-            self.rmw(Some(&buf[s..]), tail, o, f)?;
-        }
-        Ok(())
+        self.fua_once(f, |f| self.write_split(buf, offset, f))
     }
     fn zero(&self, count: u64, offset: u64, f: u32) -> Result<()> {
-        let (head, mid, tail) = self.split(count, offset);
-        if f & flags::FAST_ZERO != 0 && (head > 0 || tail > 0) {
-            return Err(BackendError::new(
-                Errno::NotSup,
-                "blocksize: an unaligned fast zero needs read-modify-write",
-            ));
-        }
-        if head > 0 {
-            self.rmw(None, head, offset, f)?;
-        }
-        Self::chunks(
-            "blocksize: zero",
-            mid,
-            offset + head,
-            self.maxlen,
-            |o, n| self.next.zero(n, o, f),
-        )?;
-        if tail > 0 {
-            self.rmw(None, tail, offset + head + mid, f)?;
-        }
-        Ok(())
+        self.fua_once(f, |f| self.zero_split(count, offset, f))
     }
     fn trim(&self, count: u64, offset: u64, f: u32) -> Result<()> {
-        let (head, mid, _) = self.split(count, offset);
-        Self::chunks(
-            "blocksize: trim",
-            mid,
-            offset + head,
-            self.maxlen,
-            |o, n| self.next.trim(n, o, f),
-        )
+        self.fua_once(f, |f| self.trim_split(count, offset, f))
     }
     fn cache(&self, count: u64, offset: u64, f: u32) -> Result<()> {
         let start = offset / self.minb * self.minb;
@@ -380,5 +400,51 @@ mod tests {
         h.zero(1024, 512, flags::FAST_ZERO).unwrap();
         assert!(make(&params(&[("minblock", "1000")])).is_err());
         assert!(make(&params(&[("minblock", "512"), ("maxdata", "1000")])).is_err());
+    }
+
+    /// Records writes' flags and flushes; FUA as `fua`.
+    struct Spy(FuaMode, Mutex<Vec<String>>);
+    impl Backend for Spy {
+        fn get_size(&self) -> Result<u64> {
+            Ok(1 << 20)
+        }
+        fn can_fua(&self) -> Result<FuaMode> {
+            Ok(self.0)
+        }
+        fn pwrite(&self, b: &[u8], o: u64, f: u32) -> Result<()> {
+            self.1.lock().push(format!("pwrite {} {o} {f}", b.len()));
+            Ok(())
+        }
+        fn zero(&self, c: u64, o: u64, f: u32) -> Result<()> {
+            self.1.lock().push(format!("zero {c} {o} {f}"));
+            Ok(())
+        }
+        fn flush(&self, _f: u32) -> Result<()> {
+            self.1.lock().push("flush".into());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn emulated_fua_below_is_one_flush_after_the_pieces() {
+        let w = |n: usize, o: u64, f: u32| format!("pwrite {n} {o} {f}");
+        for (fua, want) in [
+            (FuaMode::Emulate, vec![w(4096, 0, 0), w(4096, 4096, 0), "flush".into()]),
+            (FuaMode::Native, vec![w(4096, 0, 1), w(4096, 4096, 1)]),
+        ] {
+            let spy = Arc::new(Spy(fua, Mutex::new(Vec::new())));
+            let h = make(&params(&[("maxdata", "4k"), ("maxlen", "4k")]))
+                .unwrap()
+                .open(spy.clone(), false)
+                .unwrap();
+            h.pwrite(&[1; 8192], 0, flags::FUA).unwrap();
+            assert_eq!(*spy.1.lock(), want, "{fua:?}");
+            spy.1.lock().clear();
+            h.zero(8192, 0, flags::FUA).unwrap();
+            let zeros = spy.1.lock().clone();
+            let fuas = zeros.iter().filter(|c| c.ends_with(" 1")).count();
+            let flushes = zeros.iter().filter(|c| *c == "flush").count();
+            assert_eq!((fuas, flushes), if fua == FuaMode::Emulate { (0, 1) } else { (2, 0) });
+        }
     }
 }

@@ -133,76 +133,83 @@ fn request_lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn log_sees_emulated_fua_as_nbdkit_one_write_and_no_flush() {
-    // A plugin with flush but no native FUA (nbdkit's NBDKIT_FUA_EMULATE):
-    // the emulation is in the plugin layer, below every filter, so the log
-    // shows each request once with fua=1 and no Flush, line for line as
-    // nbdkit's for an eval plugin with the same capabilities; and the
-    // plugin still gets its flush after each FUA request, in the same
-    // order as nbdkit's plugin gets it.
-    let d = scratch();
-    let plugin = script(
-        d.path(),
-        "emulated-fua.rhai",
-        "fn config(p) { #{ disk: disk(\"1M\") } }
+/// A plugin with flush but no native FUA (nbdkit's NBDKIT_FUA_EMULATE),
+/// that prints its calls: ours a script, nbdkit's an eval plugin.
+const EMULATED_FUA_PLUGIN: &str = "fn config(p) { #{ disk: disk(\"1M\") } }
 fn get_size(h) { h.disk.size() }
 fn pread(h, count, offset, flags) { h.disk.pread(count, offset) }
 fn fua(flags) { if (flags & nbd::FUA) != 0 { \"fua\" } else { \"\" } }
 fn pwrite(h, buf, offset, flags) { print(`call pwrite ${offset} ${fua(flags)}`); h.disk.pwrite(buf, offset) }
 fn trim(h, count, offset, flags) { print(`call trim ${offset} ${fua(flags)}`) }
 fn flush(h, flags) { print(\"call flush\") }
-",
-    );
+";
+
+/// Log lines and plugin calls: `(ours, nbdkit's)` for the request lines
+/// of `--filter=log` with `filters` around it (ARGS are the filters'
+/// parameters), and `(ours, nbdkit's)` for the calls the plugin got, for
+/// the nbdsh command `requests`.
+type Twin = (Vec<String>, Vec<String>);
+fn emulated_fua_logs(filters: &[&str], args: &[&str], requests: &str) -> (Twin, Twin) {
+    let d = scratch();
+    let plugin = script(d.path(), "emulated-fua.rhai", EMULATED_FUA_PLUGIN);
     let ours_log = d.path().join("ours.log");
-    let o = run(
-        bin(),
-        &[
-            "-U",
-            "-",
-            "--filter=log",
-            &plugin,
-            &format!("logfile={}", ours_log.display()),
-            "--run",
-            FUA_REQUESTS,
-        ],
-    );
+    let ours_lf = format!("logfile={}", ours_log.display());
+    let mut a: Vec<&str> = vec!["-U", "-"];
+    a.extend(filters);
+    a.extend([plugin.as_str(), ours_lf.as_str()]);
+    a.extend(args);
+    a.extend(["--run", requests]);
+    let o = run(bin(), &a);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    let ours_calls: Vec<&str> = err
+    let ours_calls = err
         .lines()
-        .filter_map(|l| l.split_once("call ").map(|(_, c)| c.trim()))
+        .filter_map(|l| l.split_once("call ").map(|(_, c)| c.trim().to_string()))
         .collect();
 
     let calls = d.path().join("calls");
     let c = calls.display();
     let theirs_log = d.path().join("theirs.log");
-    let o = run(
-        "nbdkit",
-        &[
-            "-U",
-            "-",
-            "--filter=log",
-            "eval",
-            "get_size=echo 1M",
-            "pread=dd if=/dev/zero bs=$3 count=1 status=none",
-            &format!("pwrite=echo pwrite $4 $5 >> {c}; cat >/dev/null"),
-            &format!("trim=echo trim $4 $5 >> {c}"),
-            &format!("flush=echo flush >> {c}"),
-            "can_write=exit 0",
-            "can_trim=exit 0",
-            "can_flush=exit 0",
-            "can_fua=echo emulate",
-            &format!("logfile={}", theirs_log.display()),
-            "--run",
-            FUA_REQUESTS,
-        ],
-    );
+    let theirs_lf = format!("logfile={}", theirs_log.display());
+    let pwrite = format!("pwrite=echo pwrite $4 $5 >> {c}; cat >/dev/null");
+    let trim = format!("trim=echo trim $4 $5 >> {c}");
+    let flush = format!("flush=echo flush >> {c}");
+    let mut a: Vec<&str> = vec!["-U", "-"];
+    a.extend(filters);
+    a.extend([
+        "eval",
+        "get_size=echo 1M",
+        "pread=dd if=/dev/zero bs=$3 count=1 status=none",
+        &pwrite,
+        &trim,
+        &flush,
+        "can_write=exit 0",
+        "can_trim=exit 0",
+        "can_flush=exit 0",
+        "can_fua=echo emulate",
+        &theirs_lf,
+    ]);
+    a.extend(args);
+    a.extend(["--run", requests]);
+    let o = run("nbdkit", &a);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let theirs_calls = std::fs::read_to_string(&calls).unwrap();
-    let theirs_calls: Vec<&str> = theirs_calls.lines().map(str::trim).collect();
+    let theirs_calls = theirs_calls.lines().map(|l| l.trim().to_string()).collect();
+    (
+        (request_lines(&ours_log), request_lines(&theirs_log)),
+        (ours_calls, theirs_calls),
+    )
+}
 
-    let ours = request_lines(&ours_log);
+#[test]
+fn log_sees_emulated_fua_as_nbdkit_one_write_and_no_flush() {
+    // The emulation is in the plugin layer, below every filter, so the log
+    // shows each request once with fua=1 and no Flush, line for line as
+    // nbdkit's for an eval plugin with the same capabilities; and the
+    // plugin still gets its flush after each FUA request, in the same
+    // order as nbdkit's plugin gets it.
+    let ((ours, theirs), (ours_calls, theirs_calls)) =
+        emulated_fua_logs(&["--filter=log"], &[], FUA_REQUESTS);
     for want in [
         "connection=1 Write id=1 offset=0x0 count=0x200 fua=1 ...",
         "connection=1 Write id=2 offset=0x2000 count=0x1000 fua=1 ...",
@@ -215,7 +222,7 @@ fn flush(h, flags) { print(\"call flush\") }
         );
     }
     assert_eq!(ours.iter().filter(|l| l.contains(" Flush ")).count(), 1);
-    assert_eq!(ours, request_lines(&theirs_log));
+    assert_eq!(ours, theirs);
     // Durable: the plugin flushed after every FUA request.
     let want = [
         "pwrite 0",
@@ -229,4 +236,30 @@ fn flush(h, flags) { print(\"call flush\") }
     ];
     assert_eq!(ours_calls, want);
     assert_eq!(theirs_calls, want);
+}
+
+#[test]
+fn blocksize_over_emulated_fua_flushes_once_after_the_pieces_as_nbdkit() {
+    // blocksize splits an 8 KiB FUA write at maxdata=4k: with FUA emulated
+    // below it sends the pieces without FUA and one flush (nbdkit's
+    // blocksize filter), not a flush per piece.
+    let req = "nbdsh -u \"$uri\" -c 'h.pwrite(b\"x\" * 8192, 0, nbd.CMD_FLAG_FUA)'";
+    let ((ours, theirs), (ours_calls, theirs_calls)) = emulated_fua_logs(
+        &["--filter=blocksize", "--filter=log"],
+        &["maxdata=4k"],
+        req,
+    );
+    for want in [
+        "connection=1 Write id=1 offset=0x0 count=0x1000 fua=0 ...",
+        "connection=1 Write id=2 offset=0x1000 count=0x1000 fua=0 ...",
+        "connection=1 Flush id=3 ...",
+    ] {
+        assert!(
+            ours.iter().any(|l| l == want),
+            "{want:?} missing: {ours:#?}"
+        );
+    }
+    assert_eq!(ours, theirs);
+    assert_eq!(ours_calls, ["pwrite 0", "pwrite 4096", "flush"]);
+    assert_eq!(ours_calls, theirs_calls);
 }

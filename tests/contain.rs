@@ -231,6 +231,36 @@ fn memory_budget_holds() {
     }
 }
 
+/// Case 1b: every call's arguments (the handle's copy, a `pwrite`
+/// buffer's box) are freed inside the call, so they are counted there too:
+/// 30,000 writes leave a 1 MiB budget as it was, and a 1.5 MB temporary is
+/// still refused (it once drifted down about 48 bytes a call until it let
+/// such a temporary through).
+#[test]
+fn many_calls_leave_the_budget_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "drift.rhai",
+        "fn thread_model() { \"parallel\" }\nfn open(readonly) { #{ n: 0 } }\nfn get_size(h) { 1048576 }\n\
+         fn pread(h, c, o) {\n  if o == 0 { let a = blob(1500000); }\n  blob(c)\n}\nfn pwrite(h, buf, o) { }\n",
+    );
+    let s = Server::start(&["--script-memory", "1M", &p]);
+    let out = py(
+        &s.uri,
+        "def probe():\n    try:\n        h.pread(512, 0); return 'allowed'\n    except nbd.Error as e:\n        assert e.errnum == errno.ENOMEM, e\n        return 'ENOMEM'\n\
+         print(probe())\nbuf = bytes(512)\nfor i in range(30000):\n    h.pwrite(buf, 512 * (1 + i % 1000))\nprint(probe())\n",
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["ENOMEM", "ENOMEM"]
+    );
+    alive(&s);
+    let (_, err) = s.stop();
+    let want = "drift.rhai:5:23: pread: blob: 1500000 more bytes would take the script over its memory budget";
+    assert_eq!(err.matches(want).count(), 2, "{want:?} twice in\n{err}");
+}
+
 /// Case 2, a map filled one key at a time (`m["k" + i] = i`, 2,000,000
 /// keys): Rhai checks only the new entry there, so the memory budget
 /// bounds it (ENOMEM, logged at the callback), another connection is

@@ -11,30 +11,22 @@ use super::memory::{self, Budget};
 use super::ScriptOptions;
 use super::{budget, stack, state};
 use crate::backend::BackendError;
-use rhai::{Blob, CallFnOptions, Dynamic, FuncArgs, Scope};
+use rhai::{CallFnOptions, Dynamic, FuncArgs, Scope};
 
 /// The most arguments a callback takes (`next, h, count, offset, flags`).
 const MAX_ARGS: usize = 5;
 
 /// A callback's arguments, on the stack (no `Vec` per call); moved into
-/// the script's scope, never cloned.
+/// the script's scope, never cloned. Made inside the call's memory budget
+/// (see `call_raw`).
 pub struct Args<'a> {
     v: [Dynamic; MAX_ARGS],
     n: usize,
-    /// Bytes of the Blobs among them: they become the script's (all of
-    /// them are dropped inside its call, even those beyond its arity).
-    blobs: usize,
+    /// Bytes of buffers made before the call and handed to the script
+    /// (`push_blob`): they become its own.
+    handed_in: usize,
     /// The caller's kept `Scope`, if it has one.
     scopes: Option<&'a Scopes>,
-}
-
-/// The capacity of `d` if it is a Blob.
-fn blob_bytes(d: &Dynamic) -> usize {
-    if d.is_blob() {
-        d.read_lock::<Blob>().map_or(0, |b| b.capacity())
-    } else {
-        0
-    }
 }
 
 impl<'a> Args<'a> {
@@ -42,7 +34,7 @@ impl<'a> Args<'a> {
         let mut args = Args {
             v: Default::default(),
             n: 0,
-            blobs: 0,
+            handed_in: 0,
             scopes: None,
         };
         for d in a {
@@ -54,17 +46,18 @@ impl<'a> Args<'a> {
     /// Add an argument at the end (ignored beyond `MAX_ARGS`, which no
     /// callback reaches).
     pub fn push(&mut self, d: Dynamic) {
-        let bytes = blob_bytes(&d);
-        self.push_known(d, bytes);
-    }
-
-    /// `push` of a value the caller made: an integer (`bytes` 0) or a Blob
-    /// of `bytes` capacity; no type check.
-    pub fn push_known(&mut self, d: Dynamic, bytes: usize) {
         if let Some(slot) = self.v.get_mut(self.n) {
             *slot = d;
             self.n += 1;
-            self.blobs += bytes;
+        }
+    }
+
+    /// Add a buffer made before the call (a `pwrite`'s) as a Blob: its
+    /// bytes move from the caller's budget into the script's.
+    pub fn push_blob(&mut self, b: Vec<u8>) {
+        if self.n < MAX_ARGS {
+            self.handed_in += b.capacity();
+            self.push(Dynamic::from_blob(b));
         }
     }
 
@@ -77,7 +70,6 @@ impl<'a> Args<'a> {
     /// Add an argument in front.
     pub fn push_front(&mut self, d: Dynamic) {
         if self.n < MAX_ARGS {
-            self.blobs += blob_bytes(&d);
             self.v[..=self.n].rotate_right(1);
             self.v[0] = d;
             self.n += 1;
@@ -100,45 +92,47 @@ impl FuncArgs for Args<'_> {
 
 /// The call path: no top-level re-run, a fresh scope, arguments moved in,
 /// trailing optional arguments (flags) dropped to the script's arity.
-pub fn call_raw(
+/// `args` makes the arguments inside the script's memory budget: the
+/// copies it makes (the handle's) are freed there by the call, so they
+/// must be counted there too.
+pub fn call_raw<'a>(
     code_opts: &ScriptOptions,
     budget: &Budget,
     code: &Code,
     file: &str,
     cb: Cb,
-    args: Args,
+    args: impl FnOnce() -> Args<'a>,
 ) -> Result<Dynamic, BackendError> {
     call_conv(code_opts, budget, code, file, cb, args, Ok)
 }
 
 /// `call_raw`, with the result converted by `conv` while the script's
 /// memory budget still counts (what `conv` frees is the script's).
-pub fn call_conv<T>(
+pub fn call_conv<'a, T>(
     code_opts: &ScriptOptions,
     budget: &Budget,
     code: &Code,
     file: &str,
     cb: Cb,
-    mut args: Args,
+    args: impl FnOnce() -> Args<'a>,
     conv: impl FnOnce(Dynamic) -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
     let n = code.arity(cb).ok_or_else(|| {
         BackendError::io(format!("{file}: the script does not define {}", cb.name()))
     })?;
-    args.n = args.n.min(n);
-    // Buffers handed in (a `pwrite`'s) become this script's: out of the
-    // caller's budget now, into this one's when its scope starts.
-    let handed_in = args.blobs;
-    let scopes = args.scopes.take();
-    if handed_in > 0 {
-        memory::transfer(handed_in, None);
-    }
-    // The call, its error mapping and the drop of what it leaves behind all
-    // run on the script stack (deep values are only ever touched there),
-    // counted in the script's memory budget.
+    // The arguments, the call, its error mapping and the drop of what it
+    // leaves behind all run on the script stack (deep values are only ever
+    // touched there), counted in the script's memory budget.
     let r = stack::run(|| {
         memory::scope(budget, || {
-            memory::receive(handed_in);
+            let mut args = args();
+            args.n = args.n.min(n);
+            // Buffers handed in (a `pwrite`'s, made before the call)
+            // become this script's, out of its caller's budget.
+            if args.handed_in > 0 {
+                memory::receive(args.handed_in);
+            }
+            let scopes = args.scopes.take();
             let mut kept = scopes.and_then(|s| s.0.try_lock());
             let mut fresh = Scope::new();
             let scope = match kept.as_deref_mut() {

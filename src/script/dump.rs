@@ -34,7 +34,7 @@ pub fn declarations(
     text: &str,
 ) -> Result<Declared, ConfigError> {
     let params = if code.has(Cb::Params) {
-        let v = call_raw(opts, budget, code, name, Cb::Params, Args::new([]))
+        let v = call_raw(opts, budget, code, name, Cb::Params, || Args::new([]))
             .map_err(|e| ConfigError::new(e.message))?;
         Some(declared_params(v).ok_or_else(|| {
             ConfigError::new(format!(
@@ -45,7 +45,7 @@ pub fn declarations(
         None
     };
     let model = if code.has(Cb::ThreadModel) {
-        let v = call_raw(opts, budget, code, name, Cb::ThreadModel, Args::new([]))
+        let v = call_raw(opts, budget, code, name, Cb::ThreadModel, || Args::new([]))
             .map_err(|e| ConfigError::new(e.message))?;
         let s = v.to_string().trim().to_string();
         if !v.is_string() || code::parse_model(&s).is_none() {

@@ -81,7 +81,7 @@ impl Host {
         }
         let pm = Dynamic::from_map(pm);
         let state = if code.has(Cb::Config) {
-            call_raw(opts, &budget, &code, &name, Cb::Config, Args::new([pm]))
+            call_raw(opts, &budget, &code, &name, Cb::Config, || Args::new([pm]))
                 .map_err(|e| ConfigError::new(format!("{name}: config failed: {}", e.message)))?
         } else {
             pm

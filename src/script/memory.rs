@@ -25,13 +25,15 @@ struct Tls {
     /// The budget that was current when the running scope began.
     caller: Cell<*const Budget>,
     /// Bytes counted on this thread and not yet added to the current
-    /// budget's shared total (discarded when no budget is current).
+    /// budget's shared total (discarded when no budget is current), plus
+    /// `FLUSH`: one unsigned comparison tells when they leave ±`FLUSH`.
     pending: Cell<i64>,
-    /// How far `pending` may grow before the current budget is over: its
-    /// limit minus its shared total when this thread last read it (at
-    /// every add to it, and when a scope begins or ends); `i64::MAX` when
-    /// no budget (or no limit) applies. So the check rhai makes at every
-    /// operation is one comparison.
+    /// How far the pending bytes may grow before the current budget is
+    /// over: its limit minus its shared total when this thread last read
+    /// it (at every add to it, and when a scope begins or ends), plus
+    /// `FLUSH` like `pending`; `i64::MAX` when no budget (or no limit)
+    /// applies. So the check rhai makes at every operation is one
+    /// comparison.
     room: Cell<i64>,
 }
 
@@ -40,7 +42,7 @@ thread_local! {
         Tls {
             current: Cell::new(std::ptr::null()),
             caller: Cell::new(std::ptr::null()),
-            pending: Cell::new(0),
+            pending: Cell::new(FLUSH),
             room: Cell::new(i64::MAX),
         }
     };
@@ -63,9 +65,10 @@ const FLUSH: i64 = 64 << 10;
 fn account(delta: isize) {
     // `try_with`: never panics, even while the thread is being torn down.
     let _ = T.try_with(|t| {
-        let v = t.pending.get() + delta as i64;
+        let v = t.pending.get().wrapping_add(delta as i64);
         t.pending.set(v);
-        if v.unsigned_abs() >= FLUSH as u64 {
+        // Pending bytes (v - FLUSH) at or above FLUSH, or below -FLUSH.
+        if v as u64 >= (2 * FLUSH) as u64 {
             settle(t);
         }
     });
@@ -76,14 +79,14 @@ fn account(delta: isize) {
 #[cold]
 #[inline(never)]
 fn settle(t: &Tls) {
-    let v = t.pending.replace(0);
+    let v = t.pending.replace(FLUSH).wrapping_sub(FLUSH);
     let b = t.current.get();
     if !b.is_null() {
         // SAFETY: set by `scope`, which outlives every allocation made
         // while it is current.
         let b = unsafe { &*b };
         let used = b.used.fetch_add(v, Relaxed).saturating_add(v);
-        t.room.set(b.room(used));
+        t.room.set(b.room(used).saturating_add(FLUSH));
     }
 }
 
@@ -92,20 +95,20 @@ fn settle(t: &Tls) {
 #[inline(always)]
 fn enter(t: &Tls, b: *const Budget) {
     t.current.set(b);
-    t.pending.set(0);
+    t.pending.set(FLUSH);
     t.room.set(if b.is_null() {
         i64::MAX
     } else {
         // SAFETY: as in `settle`: `b` is the budget of a running scope.
         let b = unsafe { &*b };
-        b.room(b.used.load(Relaxed))
+        b.room(b.used.load(Relaxed)).saturating_add(FLUSH)
     });
 }
 
 /// Add what this thread counted to `b`'s total (the current budget).
 #[inline(always)]
 fn add_pending(t: &Tls, b: *const Budget) {
-    let v = t.pending.replace(0);
+    let v = t.pending.replace(FLUSH).wrapping_sub(FLUSH);
     if !b.is_null() && v != 0 {
         // SAFETY: as in `settle`.
         unsafe { &*b }.used.fetch_add(v, Relaxed);
@@ -170,7 +173,7 @@ impl Budget {
     fn held(&self) -> i64 {
         let mut u = self.used.load(Relaxed);
         if std::ptr::eq(T.with(|t| t.current.get()), self) {
-            u += T.with(|t| t.pending.get());
+            u += T.with(|t| t.pending.get() - FLUSH);
         }
         u
     }
@@ -216,13 +219,17 @@ pub fn scope<R>(b: &Budget, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Count `bytes` handed in to the running call (a `pwrite` buffer, already
-/// taken out of the caller's budget with `transfer(bytes, None)`) in the
-/// current budget, as if it had allocated them: kept by this thread like
-/// any allocation, so no shared atomic add per call.
+/// Count `bytes` handed in to the running call (a `pwrite` buffer made
+/// before it began) in the current budget, as if it had allocated them
+/// (kept by this thread like any allocation, so no shared atomic add per
+/// call), and take them out of the caller's budget, if any (a filter's
+/// script above this one).
 #[inline]
 pub fn receive(bytes: usize) {
     account(bytes as isize);
+    if let Some(c) = caller() {
+        c.used.fetch_sub(bytes as i64, Relaxed);
+    }
 }
 
 /// Move `bytes` (a Blob's capacity) from the budget current on this thread

@@ -95,10 +95,13 @@ impl Layer {
         let code = host.code.load();
         let handle = match code.arity(Cb::Open) {
             Some(n) => {
-                let mut args = Args::new([host.state.clone(), Dynamic::from(readonly)]);
-                if host.kind == Kind::Filter && n == 3 {
-                    args.push_front(next_dyn.clone());
-                }
+                let args = || {
+                    let mut args = Args::new([host.state.clone(), Dynamic::from(readonly)]);
+                    if host.kind == Kind::Filter && n == 3 {
+                        args.push_front(next_dyn.clone());
+                    }
+                    args
+                };
                 let _g =
                     (host.model == ThreadModel::SerializeAllRequests).then(|| host.global.lock());
                 let v = call_raw(&host.opts, &host.budget, &code, &host.name, Cb::Open, args)?;
@@ -125,16 +128,16 @@ impl Layer {
     }
 
     /// Call `cb` of `code` with `[next,] h, rest...` under the thread model's lock.
-    /// `rest` are integers but for `rest[0]` when `blob` > 0: then it is a
-    /// Blob of that capacity (a `pwrite`'s buffer, handed to the script).
+    /// The arguments are `[next,] h, [buf,] rest...`: `buf` (a `pwrite`'s
+    /// buffer) is handed to the script; `rest` are integers.
     fn call<const N: usize>(
         &self,
         code: &Code,
         cb: Cb,
+        buf: Option<Vec<u8>>,
         rest: [Dynamic; N],
-        blob: usize,
     ) -> Result<Dynamic> {
-        self.call_with(code, cb, rest, blob, Ok)
+        self.call_with(code, cb, buf, rest, Ok)
     }
 
     /// `call`, converting the result inside the script's memory budget.
@@ -142,18 +145,26 @@ impl Layer {
         &self,
         code: &Code,
         cb: Cb,
+        buf: Option<Vec<u8>>,
         rest: [Dynamic; N],
-        blob: usize,
         conv: impl FnOnce(Dynamic) -> Result<T>,
     ) -> Result<T> {
-        let mut args = Args::new([]);
-        if self.next.is_some() {
-            args.push(self.next_dyn.clone());
-        }
-        args.push(self.handle.clone());
-        for (i, d) in rest.into_iter().enumerate() {
-            args.push_known(d, if i == 0 { blob } else { 0 });
-        }
+        // Made inside the script's budget (the handle's copy and the
+        // Blob's box are freed there).
+        let args = || {
+            let mut args = Args::new([]);
+            if self.next.is_some() {
+                args.push(self.next_dyn.clone());
+            }
+            args.push(self.handle.clone());
+            if let Some(b) = buf {
+                args.push_blob(b);
+            }
+            for d in rest {
+                args.push(d);
+            }
+            args.in_scope_of(&self.scopes)
+        };
         let _g = match self.host.model {
             ThreadModel::SerializeAllRequests => Some(self.host.global.lock()),
             ThreadModel::SerializeRequests => Some(self.lock.lock()),
@@ -165,7 +176,7 @@ impl Layer {
             code,
             &self.host.name,
             cb,
-            args.in_scope_of(&self.scopes),
+            args,
             conv,
         )
     }
@@ -182,7 +193,7 @@ impl Layer {
         let code = self.code();
         if code.has(cb) {
             let name = &self.host.name;
-            return self.call_with(&code, cb, [], 0, |v| {
+            return self.call_with(&code, cb, None, [], |v| {
                 conv(v).map_err(|m| contract(&code, name, cb, m))
             });
         }
@@ -198,8 +209,8 @@ impl Layer {
             self.call(
                 &code,
                 cb,
+                None,
                 [int(count), int(offset), Dynamic::from(flags as INT)],
-                0,
             )
         })
     }
@@ -368,8 +379,8 @@ impl Backend for Layer {
         self.call_with(
             &code,
             Cb::Pread,
+            None,
             [int(count as u64), int(offset), Dynamic::from(flags as INT)],
-            0,
             |v| {
                 let b = v.into_blob().map_err(|t| {
                     contract(
@@ -410,22 +421,17 @@ impl Backend for Layer {
                 )),
             };
         }
-        let cap = buf.capacity();
         unit(self.call(
             &code,
             Cb::Pwrite,
-            [
-                Dynamic::from_blob(buf),
-                int(offset),
-                Dynamic::from(flags as INT),
-            ],
-            cap,
+            Some(buf),
+            [int(offset), Dynamic::from(flags as INT)],
         ))
     }
     fn flush(&self, flags: u32) -> Result<()> {
         let code = self.code();
         if code.has(Cb::Flush) {
-            return unit(self.call(&code, Cb::Flush, [Dynamic::from(flags as INT)], 0));
+            return unit(self.call(&code, Cb::Flush, None, [Dynamic::from(flags as INT)]));
         }
         match &self.next {
             Some(n) => n.flush(flags),
@@ -459,8 +465,8 @@ impl Backend for Layer {
             return self.call_with(
                 &code,
                 Cb::Extents,
+                None,
                 [int(count), int(offset), Dynamic::from(flags as INT)],
-                0,
                 |v| {
                     array_to_extents(v, count, offset)
                         .map_err(|m| contract(&code, name, Cb::Extents, m))
@@ -489,7 +495,7 @@ impl Backend for Layer {
         }
         let code = self.code();
         if code.has(Cb::Close) {
-            let _ = self.call(&code, Cb::Close, [], 0);
+            let _ = self.call(&code, Cb::Close, None, []);
         }
         if let Some(n) = &self.next {
             n.close()

@@ -46,7 +46,7 @@ pub fn run(
         code,
         name,
         Cb::Rebuild,
-        Args::new([state.clone()]),
+        || Args::new([state.clone()]),
     )
     .map_err(|e| format!("{name}: rebuild failed: {}", e.message))?;
     tracing::info!(

@@ -13,6 +13,7 @@
 use super::raise::{raise_limit, RResult};
 use crate::backend::Errno;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext, INT};
+use std::any::TypeId;
 use std::sync::Arc;
 
 /// Most entries a state may hold (the documented map cap, 1 Mi).
@@ -74,6 +75,14 @@ pub const MAX_DEPTH: usize = 1000;
 
 /// Whether `v` nests arrays/maps/states more than `MAX_DEPTH` levels deep.
 pub fn too_deep(v: &Dynamic) -> bool {
+    // One type test for the usual answer (a Blob, a number, unit): only
+    // arrays, maps and states nest (a shared value is looked into by `over`).
+    if !v.is_shared() {
+        let t = v.type_id();
+        if t != TypeId::of::<Array>() && t != TypeId::of::<Map>() && t != TypeId::of::<State>() {
+            return false;
+        }
+    }
     over(v, MAX_DEPTH)
 }
 

@@ -46,7 +46,12 @@ fn now_ms() -> u64 {
 pub fn with_deadline<T>(limit: Option<Duration>, f: impl FnOnce() -> T) -> T {
     let prev = DEADLINE.with(|d| d.get());
     let mine = limit.map_or(NONE, |l| {
-        now_ms().saturating_add(l.as_millis().min(u64::MAX as u128 / 2) as u64)
+        // Milliseconds without 128-bit arithmetic (saturating).
+        let ms = l
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(l.subsec_millis()));
+        now_ms().saturating_add(ms.min(u64::MAX / 2))
     });
     DEADLINE.with(|d| d.set(prev.min(mine)));
     let r = f();

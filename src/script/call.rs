@@ -47,7 +47,9 @@ impl<'a> Args<'a> {
     /// callback reaches).
     pub fn push(&mut self, d: Dynamic) {
         if let Some(slot) = self.v.get_mut(self.n) {
-            *slot = d;
+            // Slots from `n` on hold unit (nothing to drop): no drop call.
+            debug_assert!(slot.is_unit());
+            std::mem::forget(std::mem::replace(slot, d));
             self.n += 1;
         }
     }
@@ -84,8 +86,8 @@ impl<'a> Args<'a> {
 #[derive(Default)]
 pub struct Scopes(parking_lot::Mutex<Scope<'static>>);
 
-impl FuncArgs for Args<'_> {
-    fn parse<A: Extend<Dynamic>>(mut self, args: &mut A) {
+impl FuncArgs for &mut Args<'_> {
+    fn parse<A: Extend<Dynamic>>(self, args: &mut A) {
         args.extend(self.v[..self.n].iter_mut().map(std::mem::take));
     }
 }
@@ -134,10 +136,10 @@ pub fn call_conv<'a, T>(
             }
             let scopes = args.scopes.take();
             let mut kept = scopes.and_then(|s| s.0.try_lock());
-            let mut fresh = Scope::new();
+            let mut fresh = None;
             let scope = match kept.as_deref_mut() {
                 Some(s) => s,
-                None => &mut fresh,
+                None => fresh.insert(Scope::new()),
             };
             let r = budget::with_deadline(code_opts.timeout, || {
                 code.engine.call_fn_with_options::<Dynamic>(
@@ -145,7 +147,7 @@ pub fn call_conv<'a, T>(
                     scope,
                     &code.ast,
                     cb.name(),
-                    args,
+                    &mut args,
                 )
             });
             scope.clear();

@@ -45,24 +45,47 @@ fn served_meanwhile(uri: &str, offset: u64, f: impl FnOnce()) -> f64 {
 /// also be answered with `errno` (say ENOMEM while the script's shared
 /// memory budget is full): what counts is that it is answered promptly.
 fn served_meanwhile_or(uri: &str, offset: u64, errno: Option<&str>, f: impl FnOnce()) -> f64 {
-    let uri2 = uri.to_string();
+    use std::io::{BufRead, BufReader, Read};
     let read = match errno {
         None => format!("assert h.pread(512, {offset}) == bytes(512)"),
         Some(e) => format!(
             "try:\n        assert h.pread(512, {offset}) == bytes(512)\n    except nbd.Error as e:\n        assert e.errnum == errno.{e}, e"
         ),
     };
-    let other = std::thread::spawn(move || {
-        py(
-            &uri2,
-            &format!(
-                "worst = 0\nfor i in range(20):\n    t = time.time()\n    {read}\n    worst = max(worst, time.time() - t)\n    time.sleep(0.02)\nprint(worst)"
-            ),
-        )
-    });
-    f();
-    let out = other.join().unwrap();
-    out.trim().parse().unwrap()
+    // The other connection is opened before `f` runs (it says so on
+    // stdout): opening while `f` holds a shared budget full could fail.
+    let code = format!(
+        "import nbd, errno, time, sys\nh = nbd.NBD()\nh.connect_uri({uri:?})\nprint('connected', flush=True)\n\
+         worst = 0\nfor i in range(20):\n    t = time.time()\n    {read}\n    worst = max(worst, time.time() - t)\n    time.sleep(0.02)\nprint(worst)"
+    );
+    let mut child = client("/usr/bin/python3")
+        .arg("-c")
+        .arg(&code)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let mut rest = String::new();
+    if first.trim() == "connected" {
+        f();
+        out.read_to_string(&mut rest).unwrap();
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && first.trim() == "connected",
+        "other connection failed: {first}{rest}\n{err}\n{code}"
+    );
+    rest.trim().parse().unwrap()
 }
 
 fn alive(s: &Server) {

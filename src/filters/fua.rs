@@ -101,6 +101,12 @@ impl FuaHandle {
     fn with_fua(&self, f: u32, op: impl FnOnce(u32) -> Result<()>) -> Result<()> {
         let fua = match self.mode {
             Mode::Pass => return op(f),
+            // As nbdkit's fua filter: FUA becomes a flush after the write,
+            // done here (the layers below see no FUA).
+            Mode::Emulate if f & flags::FUA != 0 => {
+                op(f & !flags::FUA)?;
+                return self.next.flush(0);
+            }
             Mode::None | Mode::Emulate | Mode::Discard => false,
             Mode::Native => f & flags::FUA != 0,
             Mode::Force => true,
@@ -213,6 +219,9 @@ mod tests {
             (FuaMode::None, vec!["w0".into(), "f".into()])
         );
         assert_eq!(run("emulate", n, flags::FUA).0, FuaMode::Emulate);
+        // The write without FUA, this filter's flush, then the client's.
+        assert_eq!(run("emulate", n, flags::FUA).1, vec!["w0", "f", "f"]);
+        assert_eq!(run("emulate", n, 0).1, vec!["w0", "f"]);
         assert_eq!(
             run("native", n, flags::FUA),
             (n, vec!["w1".into(), "f".into()])

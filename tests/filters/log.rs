@@ -263,3 +263,25 @@ fn blocksize_over_emulated_fua_flushes_once_after_the_pieces_as_nbdkit() {
     assert_eq!(ours_calls, ["pwrite 0", "pwrite 4096", "flush"]);
     assert_eq!(ours_calls, theirs_calls);
 }
+
+#[test]
+fn fua_filter_emulate_flushes_after_the_write_as_nbdkit() {
+    // fuamode=emulate: the fua filter itself turns a FUA write into a
+    // write without FUA and a flush, so the log below it shows both, as
+    // nbdkit's fua filter does, and the plugin flushes.
+    let req = "nbdsh -u \"$uri\" -c 'h.pwrite(b\"x\" * 512, 0, nbd.CMD_FLAG_FUA)'";
+    let ((ours, theirs), (ours_calls, theirs_calls)) =
+        emulated_fua_logs(&["--filter=fua", "--filter=log"], &["fuamode=emulate"], req);
+    for want in [
+        "connection=1 Write id=1 offset=0x0 count=0x200 fua=0 ...",
+        "connection=1 Flush id=2 ...",
+    ] {
+        assert!(
+            ours.iter().any(|l| l == want),
+            "{want:?} missing: {ours:#?}"
+        );
+    }
+    assert_eq!(ours, theirs);
+    assert_eq!(ours_calls, ["pwrite 0", "flush"]);
+    assert_eq!(ours_calls, theirs_calls);
+}

@@ -2,8 +2,8 @@
 //! as nbdkit serves one: no reactor round trip and no hand-off to a pool
 //! per request. Where no layer waits on I/O or a timer (RAM disks, data,
 //! scripts, zstd) one worker runs the requests one after another, with a
-//! helper while big requests come (over TLS, while any come); replies
-//! are coalesced while more requests are already buffered, and a read's
+//! helper while big requests come (over TLS, while any come); the replies
+//! of up to four requests already buffered are coalesced, and a read's
 //! data goes out with them in one writev. Where a layer waits (file, http, s3, torrent, xz, delay),
 //! workers are added while every one is busy, up to `--threads`, so
 //! requests overlap as in nbdkit's parallel thread model.

@@ -255,11 +255,18 @@ thread_local! {
 }
 
 /// A buffer of `count` bytes for a read that overwrites all of them: the
-/// one this thread last recycled when it is big enough (no allocation, no
-/// zero-fill, no fresh pages from the kernel), else a new one.
+/// one this thread last recycled when it fits (no allocation, no
+/// zero-fill, no fresh pages from the kernel), else a new one. It fits
+/// when it holds `count` bytes and at most twice that: a buffer handed to
+/// a script is charged by its length, so a small read never carries a
+/// large read's memory with it (the large one is kept for the next).
 pub fn read_buffer(count: usize) -> Vec<u8> {
     let mut v = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if v.capacity() < count {
+        return vec![0u8; count];
+    }
+    if v.capacity() > count.saturating_mul(2) {
+        SPARE.with(|s| *s.borrow_mut() = v);
         return vec![0u8; count];
     }
     if v.len() >= count {
@@ -476,5 +483,18 @@ mod tests {
         assert!(big.iter().all(|&b| b == 0));
         recycle(vec![0u8; 5 << 20]); // too big to keep
         assert_eq!(read_buffer(10).capacity(), 10);
+    }
+
+    #[test]
+    fn a_small_read_never_gets_a_large_recycled_buffer() {
+        recycle(vec![7u8; 1 << 20]);
+        let small = read_buffer(4096);
+        assert_eq!(small.len(), 4096);
+        assert!(small.capacity() < 8192, "a 1 MiB buffer for a 4 KiB read");
+        assert!(small.iter().all(|&b| b == 0));
+        // The large one is still there for the next large read.
+        let large = read_buffer(1 << 20);
+        assert_eq!(large.len(), 1 << 20);
+        assert_eq!(large[0], 7, "the recycled 1 MiB buffer was not kept");
     }
 }

@@ -172,7 +172,9 @@ impl Disk {
             ));
         }
         super::memory::reserve(c, "disk.pread")?;
-        let mut buf = vec![0u8; c as usize];
+        // A recycled buffer when the thread has one (no allocation and no
+        // zero-fill per read); every byte is overwritten by the read.
+        let mut buf = crate::backend::read_buffer(c as usize);
         self.alloc
             .read(&mut buf, o)
             .map_err(|e| raise_backend(alloc_error(e)))?;

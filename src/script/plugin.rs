@@ -362,6 +362,7 @@ impl Backend for Layer {
         let count = u32::try_from(buf.len()).map_err(|_| BackendError::inval("read too large"))?;
         let v = self.pread_owned(count, offset, flags)?;
         buf.copy_from_slice(&v);
+        crate::backend::recycle(v);
         Ok(())
     }
     fn pread_owned(&self, count: u32, offset: u64, flags: u32) -> Result<Vec<u8>> {

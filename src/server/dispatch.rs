@@ -255,9 +255,10 @@ fn data_header(out: &mut BytesMut, req: &Request, ci: &ConnInfo) {
 }
 
 /// The one read plan: holes as OFFSET_HOLE chunks when the client allows
-/// it and the range has any; else small reads straight into `out`; large
-/// ones into an owned buffer (the plugin's own, or `big`) returned to be
-/// written without a copy.
+/// it and the range has any; else small reads straight into `out` (or,
+/// from a layer with buffers of its own, its buffer appended and
+/// recycled); large ones into an owned buffer (the plugin's own, or
+/// `big`) returned to be written without a copy.
 fn read(
     export: &Export,
     req: &Request,
@@ -274,6 +275,19 @@ fn read(
         && info.can_extents
         && sparse_read(export, req, ci, out)
     {
+        return None;
+    }
+    if !large && info.owned_reads {
+        // The layer hands over its own buffer: append it (no zero-fill of
+        // `out` first) and give it back for the next read on this thread.
+        match export.read(req.length as u32, req.offset) {
+            Ok(v) => {
+                data_header(out, req, ci);
+                out.extend_from_slice(&v);
+                crate::backend::recycle(v);
+            }
+            Err(e) => error_into(out, req, ci, &e),
+        }
         return None;
     }
     if !large {

@@ -2,9 +2,9 @@
 //! as nbdkit serves one: no reactor round trip and no hand-off to a pool
 //! per request. Where no layer waits on I/O or a timer (RAM disks, data,
 //! scripts, zstd) one worker runs the requests one after another, with a
-//! helper while big requests come (over TLS, while any come); the replies
-//! of up to four requests already buffered are coalesced, and a read's
-//! data goes out with them in one writev. Where a layer waits (file, http, s3, torrent, xz, delay),
+//! helper while big requests come (over any transport); the replies of
+//! up to four requests already buffered are coalesced, and a read's data
+//! goes out with them in one writev. Where a layer waits (file, http, s3, torrent, xz, delay),
 //! workers are added while every one is busy, up to `--threads`, so
 //! requests overlap as in nbdkit's parallel thread model.
 //! The same loop serves every transport (socket, TLS, pipes). Uses
@@ -28,12 +28,11 @@ use tracing::debug;
 /// busy connections).
 const HELP_MIN: u64 = 256 * 1024;
 
-/// Over TLS every request calls for the helper: decrypting, encrypting
-/// and sending cost as much as a long copy, so one worker's crypto
-/// overlaps the other's reading and executing (4 KiB randread QD16,
-/// one connection, loaded 2 cores: 1.7x the throughput of one worker at
-/// the same CPU per request; 64 KiB reads 1.08x).
-const TLS_HELP_MIN: u64 = 0;
+// Over TLS the same threshold: a helper for every request (as before
+// 4-request batches) measured 0.88-0.91x the throughput of one worker at
+// 4 KiB randread QD16 x1 on idle cores, 0.72x with two busy loops running,
+// and the same at 64 KiB reads idle (0.83x loaded); scripts/bench, 7-15
+// rounds against nbdkit --tls.
 
 /// Coalesce replies up to this many bytes while requests are buffered.
 const BATCH: usize = 256 * 1024;
@@ -81,8 +80,6 @@ struct Conn<'a> {
     /// Held while a worker writes its replies.
     wr: parking_lot::Mutex<()>,
     mode: Mode,
-    /// Requests at least this long call for a helper (`Mode::Helper`).
-    help_min: u64,
     /// A helper worker is running.
     helping: AtomicBool,
     /// Pool mode: workers running, and those waiting for a request.
@@ -123,11 +120,6 @@ pub fn request_loop(
         }),
         wr: parking_lot::Mutex::new(()),
         mode,
-        help_min: if sock.is_tls() {
-            TLS_HELP_MIN
-        } else {
-            HELP_MIN
-        },
         helping: AtomicBool::new(false),
         workers: AtomicUsize::new(1),
         idle: AtomicUsize::new(0),
@@ -258,7 +250,7 @@ impl<'env> Conn<'env> {
         let mut idle = 0;
         loop {
             let more = self.take(&mut taken)?;
-            let busy = taken.last().is_some_and(|t| t.req.length >= self.help_min);
+            let busy = taken.last().is_some_and(|t| t.req.length >= HELP_MIN);
             if primary && busy && more {
                 self.maybe_help(scope);
             }

@@ -261,20 +261,28 @@ thread_local! {
 /// a script is charged by its length, so a small read never carries a
 /// large read's memory with it (the large one is kept for the next).
 pub fn read_buffer(count: usize) -> Vec<u8> {
+    take_spare(count).unwrap_or_else(|| vec![0u8; count])
+}
+
+/// The buffer [`read_buffer`] would reuse, `count` bytes long, or None
+/// when it would allocate: for a caller that must know which (a script
+/// host charges a reused buffer to the running call, which the allocator
+/// did not see made).
+pub fn take_spare(count: usize) -> Option<Vec<u8>> {
     let mut v = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if v.capacity() < count {
-        return vec![0u8; count];
+        return None;
     }
     if v.capacity() > count.saturating_mul(2) {
         SPARE.with(|s| *s.borrow_mut() = v);
-        return vec![0u8; count];
+        return None;
     }
     if v.len() >= count {
         v.truncate(count);
     } else {
         v.resize(count, 0);
     }
-    v
+    Some(v)
 }
 
 /// Give a read's buffer back once its data is sent, for the next

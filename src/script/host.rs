@@ -172,9 +172,8 @@ impl Disk {
             ));
         }
         super::memory::reserve(c, "disk.pread")?;
-        // A recycled buffer when the thread has one (no allocation and no
-        // zero-fill per read); every byte is overwritten by the read.
-        let mut buf = crate::backend::read_buffer(c as usize);
+        // Every byte is overwritten by the read.
+        let mut buf = super::memory::read_buffer(c as usize);
         self.alloc
             .read(&mut buf, o)
             .map_err(|e| raise_backend(alloc_error(e)))?;

@@ -232,6 +232,26 @@ pub fn receive(bytes: usize) {
     }
 }
 
+/// Charge the running call for a buffer made outside any call (a read
+/// buffer the server recycled) that it now holds, as if it had allocated
+/// it: its free, or its `transfer` out at the call's edge, counts it back.
+pub fn adopt(bytes: usize) {
+    account(bytes as isize);
+}
+
+/// A buffer of `count` bytes for a read that overwrites all of them,
+/// charged to the running call: the thread's recycled read buffer when it
+/// fits (no allocation, no zero-fill), else a new one.
+pub fn read_buffer(count: usize) -> Vec<u8> {
+    match crate::backend::take_spare(count) {
+        Some(v) => {
+            adopt(v.capacity());
+            v
+        }
+        None => vec![0u8; count],
+    }
+}
+
 /// Move `bytes` (a Blob's capacity) from the budget current on this thread
 /// (if any) into `to` (if any): a buffer changing owner at a call's edge.
 pub fn transfer(bytes: usize, to: Option<&Budget>) {

@@ -66,9 +66,19 @@ impl Next {
         let (c, o) = self.range(count, offset, Errno::Inval, "pread")?;
         let c = u32::try_from(c)
             .map_err(|_| raise(Errno::Inval, format!("next.pread: {c} bytes is too large")))?;
+        if self.inner.prefers_owned_reads() {
+            // A script below hands its Blob over with its budget.
+            return self
+                .inner
+                .pread_owned(c, o, flags as u32)
+                .map_err(raise_backend);
+        }
+        // Every byte is overwritten by the read.
+        let mut buf = super::memory::read_buffer(c as usize);
         self.inner
-            .pread_owned(c, o, flags as u32)
-            .map_err(raise_backend)
+            .pread(&mut buf, o, flags as u32)
+            .map_err(raise_backend)?;
+        Ok(buf)
     }
     fn pwrite(&mut self, buf: Blob, offset: INT, flags: INT) -> RResult<()> {
         let (_, o) = self.range(buf.len() as INT, offset, Errno::NoSpc, "pwrite")?;

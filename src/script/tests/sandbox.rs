@@ -85,3 +85,67 @@ fn pread(h, count, offset) {
     assert_eq!(c.pread_owned(4, 4, 0).unwrap(), vec![0; 4]);
     assert_eq!(c.pread_owned(4, 5, 0).unwrap(), vec![1, 2, 3, 4]);
 }
+
+/// Read reply buffers the server recycles reach scripts again (no
+/// allocation per read): each is charged to the script that gets it, so
+/// reads the server sends and recycles never open room under
+/// `--script-memory` for blobs the script keeps. `reads` is how the script
+/// is driven; it returns what it kept before the budget stopped it.
+fn kept_under_budget(reads: &dyn Fn(u64) -> crate::backend::Result<Vec<u8>>) -> usize {
+    // 2000 reads of 4 KiB sent and recycled, as the server does.
+    for _ in 0..2000 {
+        crate::backend::recycle(reads(0).unwrap());
+    }
+    // Each read at 4096 keeps a 4 KiB Blob: 1 MiB stops it before 256
+    // (the script also holds its state, and write-back copies it).
+    for kept in 0..400 {
+        match reads(4096) {
+            Ok(v) => crate::backend::recycle(v),
+            Err(e) => {
+                assert_eq!(e.errno, Errno::NoMem, "{}", e.message);
+                return kept;
+            }
+        }
+    }
+    panic!("400 Blobs of 4 KiB kept under a 1 MiB budget");
+}
+
+fn one_mib() -> ScriptOptions {
+    ScriptOptions {
+        max_memory: 1 << 20,
+        ..opts()
+    }
+}
+
+#[test]
+fn recycled_read_buffers_count_in_a_plugins_budget() {
+    let src = r#"
+fn config(p) { #{ disk: disk("1M"), keep: [] } }
+fn open(state, readonly) { state }
+fn get_size(h) { h.disk.size() }
+fn pread(h, count, offset, flags) {
+    if offset == 4096 { h.keep.push(h.disk.pread(count, 0)); }
+    h.disk.pread(count, offset)
+}
+"#;
+    let p = ScriptPlugin::load(&text(src), &Params::default(), &one_mib()).unwrap();
+    let c = open(&p);
+    let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
+    assert!(kept >= 64, "stopped after {kept} Blobs");
+}
+
+#[test]
+fn recycled_read_buffers_count_in_a_filters_budget() {
+    let src = r#"
+fn config(p) { #{ keep: [] } }
+fn open(next, state, readonly) { state }
+fn pread(next, h, count, offset, flags) {
+    if offset == 4096 { h.keep.push(next.pread(count, 0, flags)); }
+    next.pread(count, offset, flags)
+}
+"#;
+    let f = ScriptFilter::load(&text(src), &Params::default(), &one_mib()).unwrap();
+    let c = crate::backend::Filter::open(&f, memory(1 << 20), false).unwrap();
+    let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
+    assert!(kept >= 64, "stopped after {kept} Blobs");
+}

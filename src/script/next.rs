@@ -10,6 +10,25 @@ use crate::backend::{Backend, CacheMode, Errno, FuaMode};
 use rhai::{Array, Blob, Dynamic, Engine, INT};
 use std::sync::{Arc, OnceLock};
 
+/// `count` bytes at `offset` from a layer, in a buffer charged to the
+/// script call running on this thread, if any: a script below hands its
+/// Blob over with its budget (`prefers_owned_reads`); any other layer
+/// reads into a charged buffer, which may be one the server recycled.
+pub(super) fn read_owned(
+    b: &dyn Backend,
+    count: u32,
+    offset: u64,
+    flags: u32,
+) -> crate::backend::Result<Vec<u8>> {
+    if b.prefers_owned_reads() {
+        return b.pread_owned(count, offset, flags);
+    }
+    // Every byte is overwritten by the read.
+    let mut buf = super::memory::read_buffer(count as usize);
+    b.pread(&mut buf, offset, flags)?;
+    Ok(buf)
+}
+
 /// The layer below a filter, as a script value. One `Arc`, so the clone
 /// each call makes (`next` is an argument) is one refcount increment.
 #[derive(Clone)]
@@ -66,19 +85,7 @@ impl Next {
         let (c, o) = self.range(count, offset, Errno::Inval, "pread")?;
         let c = u32::try_from(c)
             .map_err(|_| raise(Errno::Inval, format!("next.pread: {c} bytes is too large")))?;
-        if self.inner.prefers_owned_reads() {
-            // A script below hands its Blob over with its budget.
-            return self
-                .inner
-                .pread_owned(c, o, flags as u32)
-                .map_err(raise_backend);
-        }
-        // Every byte is overwritten by the read.
-        let mut buf = super::memory::read_buffer(c as usize);
-        self.inner
-            .pread(&mut buf, o, flags as u32)
-            .map_err(raise_backend)?;
-        Ok(buf)
+        read_owned(&*self.inner, c, o, flags as u32).map_err(raise_backend)
     }
     fn pwrite(&mut self, buf: Blob, offset: INT, flags: INT) -> RResult<()> {
         let (_, o) = self.range(buf.len() as INT, offset, Errno::NoSpc, "pwrite")?;

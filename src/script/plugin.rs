@@ -369,7 +369,7 @@ impl Backend for Layer {
         let code = self.code();
         if !code.has(Cb::Pread) {
             return match &self.next {
-                Some(n) => n.pread_owned(count, offset, flags),
+                Some(n) => super::next::read_owned(&**n, count, offset, flags),
                 None => Err(BackendError::io(format!(
                     "{}: the script does not define pread",
                     self.host.name

@@ -149,3 +149,22 @@ fn pread(next, h, count, offset, flags) {
     let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
     assert!(kept >= 64, "stopped after {kept} Blobs");
 }
+
+#[test]
+fn recycled_read_buffers_count_through_a_filter_without_pread() {
+    let keeper = r#"
+fn config(p) { #{ keep: [] } }
+fn open(next, state, readonly) { state }
+fn pread(next, h, count, offset, flags) {
+    if offset == 4096 { h.keep.push(next.pread(count, 0, flags)); }
+    next.pread(count, offset, flags)
+}
+"#;
+    let f = ScriptFilter::load(&text(keeper), &Params::default(), &one_mib()).unwrap();
+    // A filter between them that leaves reads to the layer below.
+    let g = filter("fn flush(next, h, flags) { next.flush(flags) }");
+    let mid = crate::backend::Filter::open(&g, memory(1 << 20), false).unwrap();
+    let c = crate::backend::Filter::open(&f, mid, false).unwrap();
+    let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
+    assert!(kept >= 64, "stopped after {kept} Blobs");
+}

@@ -28,11 +28,12 @@ use tracing::debug;
 /// busy connections).
 const HELP_MIN: u64 = 256 * 1024;
 
-// Over TLS the same threshold: a helper for every request (as before
-// 4-request batches) measured 0.88-0.91x the throughput of one worker at
-// 4 KiB randread QD16 x1 on idle cores, 0.72x with two busy loops running,
-// and the same at 64 KiB reads idle (0.83x loaded); scripts/bench, 7-15
-// rounds against nbdkit --tls.
+// Over TLS the same threshold. A helper for every TLS request, which paid
+// while a lone worker took every buffered request, now that it takes 4
+// measured 0.88-0.91x the throughput of one worker at 4 KiB randread QD16
+// x1 on idle cores, 0.72x with two busy loops running, and the same at
+// 64 KiB reads idle (0.83x loaded); scripts/bench, 7-15 rounds against
+// nbdkit --tls.
 
 /// Coalesce replies up to this many bytes while requests are buffered.
 const BATCH: usize = 256 * 1024;

@@ -284,6 +284,39 @@ fn many_calls_leave_the_budget_as_it_was() {
     assert_eq!(err.matches(want).count(), 2, "{want:?} twice in\n{err}");
 }
 
+/// Case 1c: the server reuses a read reply's buffer for the next read, and
+/// a filter's `next.pread` may get it: it is charged to the script as if
+/// allocated, so a filter keeping 64 KiB Blobs under a 4 MiB budget is
+/// stopped with ENOMEM after 3,000 reads it did not keep (it once kept
+/// 1,023, 64 MiB, those reads having taken their buffers off its budget).
+#[test]
+fn reused_read_buffers_count_in_a_filters_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "keep.rhai",
+        "fn config(p) { #{ keep: [] } }\nfn open(next, state, readonly) { state }\n\
+         fn pread(next, h, c, o, f) {\n  if o == 65536 { h.keep.push(next.pread(c, 0, f)); }\n  next.pread(c, o, f)\n}\n",
+    );
+    let filter = format!("--filter={p}");
+    let s = Server::start(&["--script-memory", "4M", &filter, "memory", "16M"]);
+    let out = py(
+        &s.uri,
+        "for i in range(3000):\n    h.pread(65536, 0)\nkept = 0\n\
+         try:\n    while kept < 500:\n        h.pread(65536, 65536); kept += 1\n\
+         except nbd.Error as e:\n    assert e.errnum == errno.ENOMEM, e\nprint(kept)\n",
+    );
+    let kept: usize = out.trim().parse().unwrap();
+    assert!(
+        (8..64).contains(&kept),
+        "kept {kept} Blobs of 64 KiB under 4 MiB"
+    );
+    alive(&s);
+    let (_, err) = s.stop();
+    let want = "pread: stopped: over the script's memory budget";
+    assert!(err.contains(want), "{want:?} in\n{err}");
+}
+
 /// Case 2, a map filled one key at a time (`m["k" + i] = i`, 2,000,000
 /// keys): Rhai checks only the new entry there, so the memory budget
 /// bounds it (ENOMEM, logged at the callback), another connection is

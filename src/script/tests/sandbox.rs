@@ -134,24 +134,9 @@ fn pread(h, count, offset, flags) {
     assert!(kept >= 64, "stopped after {kept} Blobs");
 }
 
-#[test]
-fn recycled_read_buffers_count_in_a_filters_budget() {
-    let src = r#"
-fn config(p) { #{ keep: [] } }
-fn open(next, state, readonly) { state }
-fn pread(next, h, count, offset, flags) {
-    if offset == 4096 { h.keep.push(next.pread(count, 0, flags)); }
-    next.pread(count, offset, flags)
-}
-"#;
-    let f = ScriptFilter::load(&text(src), &Params::default(), &one_mib()).unwrap();
-    let c = crate::backend::Filter::open(&f, memory(1 << 20), false).unwrap();
-    let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
-    assert!(kept >= 64, "stopped after {kept} Blobs");
-}
-
-#[test]
-fn recycled_read_buffers_count_through_a_filter_without_pread() {
+/// A filter over `below` keeping a Blob from `next.pread` on every read at
+/// 4096: how many it kept before the 1 MiB budget stopped it.
+fn kept_by_a_filter_over(below: std::sync::Arc<dyn Backend>) -> usize {
     let keeper = r#"
 fn config(p) { #{ keep: [] } }
 fn open(next, state, readonly) { state }
@@ -161,10 +146,21 @@ fn pread(next, h, count, offset, flags) {
 }
 "#;
     let f = ScriptFilter::load(&text(keeper), &Params::default(), &one_mib()).unwrap();
+    let c = crate::backend::Filter::open(&f, below, false).unwrap();
+    kept_under_budget(&|o| c.pread_owned(4096, o, 0))
+}
+
+#[test]
+fn recycled_read_buffers_count_in_a_filters_budget() {
+    let kept = kept_by_a_filter_over(memory(1 << 20));
+    assert!(kept >= 64, "stopped after {kept} Blobs");
+}
+
+#[test]
+fn recycled_read_buffers_count_through_a_filter_without_pread() {
     // A filter between them that leaves reads to the layer below.
     let g = filter("fn flush(next, h, flags) { next.flush(flags) }");
     let mid = crate::backend::Filter::open(&g, memory(1 << 20), false).unwrap();
-    let c = crate::backend::Filter::open(&f, mid, false).unwrap();
-    let kept = kept_under_budget(&|o| c.pread_owned(4096, o, 0));
+    let kept = kept_by_a_filter_over(mid);
     assert!(kept >= 64, "stopped after {kept} Blobs");
 }

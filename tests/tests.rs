@@ -13,6 +13,7 @@ mod dropin;
 mod examples;
 mod file;
 mod filters;
+mod floor;
 mod library;
 mod network;
 mod partitioning;
